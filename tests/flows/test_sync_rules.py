@@ -1,0 +1,242 @@
+"""Every rule of the balance sync, on the real flow with respx answering HTTP."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from tests.flows.conftest import FakeRemotes, Parts
+from worker.sync import RUN_LOCK, InvalidArgument, run_sync
+
+A, B, C = (f"00000000-0000-0000-0000-00000000000{i}" for i in (1, 2, 3))
+T1, T2, T3 = "2026-11-21T08:00:00Z", "2026-11-21T09:00:00Z", "2026-11-21T10:00:00Z"
+
+
+async def sync(parts: Parts, **kwargs: str):  # type: ignore[no-untyped-def]
+    return await run_sync(parts.settings, parts.store, parts.redis, parts.treazure,
+                          parts.engage, **kwargs)
+
+
+def window_of(job: dict) -> tuple[datetime, datetime]:  # type: ignore[type-arg]
+    return (datetime.fromisoformat(job["mutatedFrom"]), datetime.fromisoformat(job["mutatedTo"]))
+
+
+async def test_first_run_covers_last_two_hours_to_now_plus_two(parts: Parts,
+                                                                remotes: FakeRemotes) -> None:
+    before = datetime.now(UTC)
+    summary = await sync(parts)
+    start, end = window_of(remotes.jobs[0])
+    assert summary.status == "succeeded"
+    assert abs(start - (before - timedelta(hours=2))) < timedelta(seconds=5)
+    assert abs(end - (before + timedelta(hours=2))) < timedelta(seconds=5)
+    assert remotes.jobs[0]["loyaltyPointDefinitionId"] == "points"
+
+
+async def test_next_window_starts_at_last_success_less_overlap(parts: Parts,
+                                                                remotes: FakeRemotes) -> None:
+    first = await sync(parts)
+    watermark = parts.store.watermark()
+    assert watermark is not None
+    await sync(parts)
+    start, _ = window_of(remotes.jobs[1])
+    overlap = timedelta(seconds=parts.settings.SYNC_OVERLAP_SECONDS)
+    # The job body carries whole seconds.
+    assert abs(start - (watermark - overlap)) < timedelta(seconds=1)
+    assert first.run_id is not None and parts.store.get_run(first.run_id)["status"] == "succeeded"
+
+
+async def test_explicit_window_is_used_and_leaves_the_watermark(parts: Parts,
+                                                                 remotes: FakeRemotes) -> None:
+    await sync(parts, since="2026-11-01T00:00:00Z", until="2026-11-02T00:00:00+00:00")
+    assert remotes.jobs[0]["mutatedFrom"] == "2026-11-01T00:00:00Z"
+    assert remotes.jobs[0]["mutatedTo"] == "2026-11-02T00:00:00Z"
+    assert parts.store.watermark() is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"since": "yesterday"}, "since: must be an ISO-8601 time"),
+        ({"since": "2026-11-01T00:00:00"}, "since: must name its timezone"),
+        ({"since": "2026-11-02T00:00:00Z", "until": "2026-11-01T00:00:00Z"},
+         "since: must be before until"),
+    ],
+)
+async def test_bad_window_refused_before_any_remote_call(
+    parts: Parts, remotes: FakeRemotes, kwargs: dict, message: str  # type: ignore[type-arg]
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        await sync(parts, **kwargs)
+    assert remotes.jobs == [] and remotes.pushes == []
+    assert parts.store.recent_runs() == []
+
+
+async def test_newest_entry_per_contact_wins_within_a_page(parts: Parts,
+                                                           remotes: FakeRemotes) -> None:
+    remotes.add_page((A, 10, T2), (A, 5, T1), (B, 7, T1), (B, 8, T3))
+    summary = await sync(parts)
+    assert remotes.engage == {A: 10, B: 8}
+    assert sorted(remotes.pushed_contacts()) == [A, B]
+    assert (summary.counts.fetched, summary.counts.unique_contacts) == (4, 2)
+
+
+async def test_older_duplicate_in_one_batch_collapses(parts: Parts,
+                                                      remotes: FakeRemotes) -> None:
+    remotes.add_page((A, 10, T3))
+    remotes.add_page((A, 5, T1))
+    summary = await sync(parts)
+    assert remotes.pushed_contacts() == [A]
+    assert (summary.counts.fetched, summary.counts.unique_contacts) == (2, 1)
+
+
+async def test_older_entry_after_the_newer_was_pushed_is_never_sent(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    parts.settings.ENGAGE_BATCH_SIZE = 1  # every entry is pushed before the next is read
+    remotes.add_page((A, 10, T3))
+    remotes.add_page((A, 5, T1))
+    summary = await sync(parts)
+    assert remotes.engage == {A: 10}
+    assert remotes.pushed_contacts() == [A]
+    assert summary.counts.stale == 1
+    assert summary.counts.unique_contacts == 1
+
+
+async def test_newer_entry_on_a_later_page_overrides(parts: Parts, remotes: FakeRemotes) -> None:
+    remotes.add_page((A, 5, T1))
+    remotes.add_page((A, 10, T3))
+    await sync(parts)
+    assert remotes.engage == {A: 10}
+
+
+async def test_balance_equal_to_last_sent_is_not_sent_again(parts: Parts,
+                                                            remotes: FakeRemotes) -> None:
+    remotes.add_page((A, 10, T1), (B, 20, T1))
+    await sync(parts)
+    remotes.pages = []
+    remotes.add_page((A, 10, T2), (B, 21, T2))
+    remotes.pushes.clear()
+    summary = await sync(parts)
+    assert remotes.pushed_contacts() == [B]
+    assert (summary.counts.unchanged, summary.counts.pushed) == (1, 1)
+
+
+async def test_same_balance_newer_time_raises_the_guard(parts: Parts,
+                                                        remotes: FakeRemotes) -> None:
+    """A=10@T1 sent; then A=10@T3 (unchanged) and A=5@T2 (older than T3) must not be sent."""
+    parts.settings.ENGAGE_BATCH_SIZE = 1
+    remotes.add_page((A, 10, T1))
+    await sync(parts)
+    remotes.pages = []
+    remotes.add_page((A, 10, T3))
+    remotes.add_page((A, 5, T2))
+    remotes.pushes.clear()
+    summary = await sync(parts)
+    assert remotes.pushes == []
+    assert (summary.counts.unchanged, summary.counts.stale) == (1, 1)
+
+
+async def test_balance_older_than_one_already_sent_is_never_sent(parts: Parts,
+                                                                 remotes: FakeRemotes) -> None:
+    remotes.add_page((A, 10, T2))
+    await sync(parts)
+    remotes.pages = []
+    remotes.add_page((A, 99, T1))
+    remotes.pushes.clear()
+    summary = await sync(parts)
+    assert remotes.pushes == []
+    assert remotes.engage == {A: 10}
+    assert summary.counts.stale == 1
+
+
+async def test_pushes_are_batched_under_the_configured_size(parts: Parts,
+                                                            remotes: FakeRemotes) -> None:
+    ids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(20)]
+    remotes.add_page(*[(cid, i, T1) for i, cid in enumerate(ids)])
+    summary = await sync(parts)
+    assert all(len(push) <= 3 for push in remotes.pushes)
+    assert sorted(remotes.pushed_contacts()) == ids
+    assert summary.counts.pushed == 20
+
+
+async def test_amounts_and_timestamps_sent_exactly(parts: Parts, remotes: FakeRemotes) -> None:
+    remotes.add_page((A, 1250.55, T2))
+    await sync(parts)
+    (row,) = remotes.pushes[0]
+    assert row == {"contactId": A, "amount": 1250.55, "definitionId": 1, "timeStamp": T2}
+
+
+async def test_run_is_recorded_with_window_counts_and_outcome(parts: Parts,
+                                                              remotes: FakeRemotes) -> None:
+    remotes.not_found = {C}
+    remotes.add_page((A, 1, T1), (B, 2, T1), (C, 3, T1), (A, 4, T2))
+    summary = await sync(parts, since="2026-11-21T00:00:00Z")
+    run = parts.store.get_run(summary.run_id)
+    assert run["status"] == "succeeded"
+    assert run["window_from"] == datetime(2026, 11, 21, tzinfo=UTC)
+    assert (run["fetched"], run["unique_contacts"], run["pushed"], run["rejected"]) == (4, 3, 2, 1)
+    assert run["duration_seconds"] is not None and run["finished_at"] is not None
+    (rejection,) = parts.store.rejections(summary.run_id)
+    assert (rejection["contact_id"], rejection["reason"]) == (C, "ContactNotFound")
+
+
+async def test_rejected_rows_are_not_recorded_as_sent(parts: Parts, remotes: FakeRemotes) -> None:
+    remotes.not_found = {C}
+    remotes.add_page((C, 3, T1))
+    await sync(parts)
+    remotes.not_found = set()
+    remotes.pushes.clear()
+    await sync(parts)
+    assert remotes.pushed_contacts() == [C]
+
+
+async def test_malformed_entry_is_rejected_not_dropped(parts: Parts,
+                                                       remotes: FakeRemotes) -> None:
+    remotes.add_page((A, 1, T1), (B, 1.234, T1))
+    summary = await sync(parts)
+    assert (summary.counts.fetched, summary.counts.rejected, summary.counts.pushed) == (2, 1, 1)
+    (rejection,) = parts.store.rejections(summary.run_id)
+    assert rejection["contact_id"] == B and "more than 2 decimals" in rejection["reason"]
+
+
+async def test_failed_run_keeps_the_watermark_and_the_next_run_redoes_it(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    remotes.add_page((A, 1, T1))
+    await sync(parts)
+    watermark = parts.store.watermark()
+    remotes.pages = []
+    remotes.add_page((B, 2, T2))
+    remotes.engage_fail = 1000
+    failed = await sync(parts)
+    assert failed.status == "failed" and "503" in (failed.error or "")
+    assert parts.store.get_run(failed.run_id)["status"] == "failed"
+    assert parts.store.watermark() == watermark
+    remotes.engage_fail = 0
+    redo = await sync(parts)
+    overlap = timedelta(seconds=parts.settings.SYNC_OVERLAP_SECONDS)
+    assert abs(window_of(remotes.jobs[-1])[0] - (watermark - overlap)) < timedelta(seconds=1)
+    assert redo.status == "succeeded" and remotes.engage[B] == 2
+
+
+async def test_second_run_skips_while_the_lock_is_held(parts: Parts,
+                                                       remotes: FakeRemotes) -> None:
+    await parts.redis.set(RUN_LOCK, b"someone-else", ex=60)
+    summary = await sync(parts)
+    assert summary.status == "skipped"
+    assert remotes.jobs == []
+    assert parts.store.get_run(summary.run_id)["status"] == "skipped"
+
+
+async def test_run_left_running_by_a_dead_worker_is_marked_abandoned(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    from worker.store import utcnow
+
+    dead = parts.store.start_run(started_at=utcnow(), window_from=None, window_to=None,
+                                 explicit_window=False, task_id="dead")
+    await sync(parts)
+    assert parts.store.get_run(dead)["status"] == "abandoned"
+    assert orjson.dumps(parts.store.watermark().isoformat())

@@ -1,0 +1,89 @@
+"""The Celery app and its reliability settings, as one commented dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from worker.schedule import beat_schedule
+from worker.settings import ConfigError, CoreSettings, exit_on_config_error, get_core_settings
+
+
+def celery_config(settings: CoreSettings) -> dict[str, Any]:
+    hard = settings.TASK_TIME_LIMIT_SECONDS
+    # Above the hard limit, so a running task's message is never handed to a second worker.
+    visibility = hard + 600
+    return {
+        "broker_url": settings.REDIS_URL,
+        "result_backend": settings.REDIS_URL,
+        "broker_transport_options": {"visibility_timeout": visibility},
+        "result_backend_transport_options": {"visibility_timeout": visibility},
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # Ack after the task ran: a worker that dies mid-task leaves its message to another.
+        "task_acks_late": True,
+        # Every pointsync task is idempotent, so a task whose child died is requeued.
+        "task_reject_on_worker_lost": True,
+        # One message at a time per process: long syncs do not hoard short tasks.
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Soft < hard, both above the HTTP timeouts (seconds), both below visibility.
+        "task_soft_time_limit": hard - 60,
+        "task_time_limit": hard,
+        "task_track_started": True,
+        "result_expires": 7 * 24 * 3600,
+        # Task events for Flower: every task shows with its (secret-free) arguments.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        # Child processes are recycled now and then to bound memory creep.
+        "worker_max_tasks_per_child": 500,
+        # One beat at a time: redbeat holds a lock in Redis; a second beat waits on it.
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "redbeat_redis_url": settings.REDIS_URL,
+        "redbeat_key_prefix": "pointsync:redbeat",
+        "redbeat_lock_timeout": 300,
+        "beat_max_loop_interval": 5,
+        "beat_schedule": beat_schedule(settings),
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def create_app() -> Celery:
+    try:
+        settings = get_core_settings()
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    celery_app = Celery("pointsync", include=["worker.tasks"])
+    celery_app.conf.update(celery_config(settings))
+    return celery_app
+
+
+app = create_app()
+
+
+def _require_full_settings(**_: Any) -> None:
+    """Worker and beat refuse to start on a missing or malformed setting, in one line."""
+    from worker.settings import get_settings
+
+    try:
+        settings = get_settings()
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    from worker.runtime import prepare_store
+
+    prepare_store(settings.DATABASE_URL)
+
+
+def _after_fork(**_: Any) -> None:
+    from worker.runtime import reset_after_fork
+
+    reset_after_fork()
+
+
+signals.worker_init.connect(_require_full_settings, weak=False)
+signals.beat_init.connect(_require_full_settings, weak=False)
+signals.worker_process_init.connect(_after_fork, weak=False)

@@ -1,0 +1,65 @@
+"""Exact points and times at the JSON boundary: integer cents in, decimal text out.
+
+Inside the worker a balance is an int of hundredths, so no sum ever meets a binary float.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def cents_from_json(value: object) -> int:
+    """Hundredths from a JSON number (as parsed: int or float) or a decimal string.
+
+    A float is read through its shortest repr, which is the text the JSON carried for any
+    number of at most 15 significant digits; more than two decimals is refused, not rounded.
+    """
+    if isinstance(value, bool):
+        raise ValueError("balance must be a number")
+    if isinstance(value, int):
+        return value * 100
+    if isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, str | Decimal):
+        text = str(value)
+    else:
+        raise ValueError("balance must be a number")
+    try:
+        exact = Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"balance {text!r} is not a number") from None
+    if not exact.is_finite():
+        raise ValueError("balance must be finite")
+    hundredths = exact.scaleb(2)
+    if hundredths != hundredths.to_integral_value():
+        raise ValueError(f"balance {text} has more than 2 decimals")
+    return int(hundredths)
+
+
+def cents_to_text(cents: int) -> str:
+    """Decimal text of a cents amount: 125050 → '1250.5', -5 → '-0.05', 300 → '3'."""
+    sign = "-" if cents < 0 else ""
+    whole, frac = divmod(abs(cents), 100)
+    if frac == 0:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:02d}".rstrip("0")
+
+
+def cents_to_decimal(cents: int) -> Decimal:
+    return Decimal(cents).scaleb(-2)
+
+
+def parse_utc_micros(text: str) -> int:
+    """Microseconds since the epoch from an ISO-8601 time that names its offset (e.g. `Z`)."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"time {text!r} has no timezone")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def micros_to_datetime(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)

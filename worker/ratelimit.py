@@ -1,0 +1,45 @@
+"""A request rate shared by every process through Redis (GCRA with reservations).
+
+Each caller reserves the next free slot atomically and sleeps until it; requests are thus
+spaced 1/rate apart across all workers, with no burst and no busy polling. Celery's own
+`rate_limit` is per process, which is why this exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+# Times are microseconds from Redis's own clock, so workers with skewed clocks agree.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = math.max(tat, now)
+local next_tat = start + interval
+redis.call('SET', KEYS[1], string.format('%d', next_tat),
+           'PX', math.ceil((next_tat - now) / 1000) + 1000)
+return string.format('%d', start - now)
+"""
+
+
+class SharedRateLimiter:
+    def __init__(self, redis: Redis, key: str, rate_per_second: float) -> None:
+        if rate_per_second <= 0:
+            raise ValueError("rate_per_second must be positive")
+        self._redis = redis
+        self._key = key
+        self._interval_us = round(1_000_000 / rate_per_second)
+        self._script = redis.register_script(_RESERVE)
+
+    async def reserve(self) -> float:
+        """Reserve the next slot; return the seconds until it starts (0 when free now)."""
+        wait_us = await self._script(keys=[self._key], args=[self._interval_us])
+        return int(wait_us) / 1_000_000
+
+    async def acquire(self) -> None:
+        wait = await self.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)

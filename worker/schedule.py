@@ -1,0 +1,18 @@
+"""Every periodic task, in one place (read by celery beat through redbeat)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.settings import CoreSettings
+
+
+def beat_schedule(settings: CoreSettings) -> dict[str, Any]:
+    return {
+        "sync-balances": {
+            "task": "pointsync.sync_balances",
+            "schedule": float(settings.SYNC_INTERVAL_SECONDS),
+            # A run that could not start within one period is superseded by the next.
+            "options": {"expires": float(settings.SYNC_INTERVAL_SECONDS)},
+        },
+    }

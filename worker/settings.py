@@ -1,0 +1,151 @@
+"""Every knob of the worker, read from the environment (and `.env`) and validated at start-up.
+
+Three layers so that each process demands only what it uses: the broker and store settings
+(enough for `celery call`, the CLI's read-only commands and the simulators), the remote
+settings every flow needs, and the web process's own secrets.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from typing import Literal, NoReturn, TypeVar
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A missing or malformed setting; the message is one line naming each variable."""
+
+
+class CoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    REDIS_URL: str = "redis://localhost:6379/0"
+    DATABASE_URL: str = "sqlite:///pointsync.db"
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    LOG_FORMAT: Literal["text", "json"] = "text"
+
+    SYNC_INTERVAL_SECONDS: int = Field(3600, ge=10)
+    # Longest a task may run before Celery kills it; the broker's visibility timeout sits above.
+    TASK_TIME_LIMIT_SECONDS: int = Field(3600, ge=60)
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            make_url(value)
+        except ArgumentError as exc:
+            raise ValueError("is not an SQLAlchemy URL (e.g. sqlite:///pointsync.db)") from exc
+        return value
+
+
+class Settings(CoreSettings):
+    TREAZURE_BASE_URL: AnyHttpUrl
+    TREAZURE_CLIENT_ID: str = Field(min_length=1)
+    TREAZURE_CLIENT_SECRET: SecretStr
+    TREAZURE_LOYALTY_ID: str = Field(min_length=1)
+    TREAZURE_SCOPE: str = "api_loyaltyvault"
+    # A token is renewed this long before Treazure says it expires.
+    TREAZURE_TOKEN_MARGIN_SECONDS: int = Field(300, ge=0)
+    # Bound on the total time spent waiting for a Balances/Get job to finish.
+    TREAZURE_JOB_TIMEOUT_SECONDS: float = Field(900, gt=0)
+
+    ENGAGE_BASE_URL: AnyHttpUrl
+    ENGAGE_API_KEY: SecretStr
+    ENGAGE_DEFINITION_ID: int = 1
+    ENGAGE_API_VERSION: Literal["v2", "v3"] = "v3"
+    ENGAGE_RATE_LIMIT: float = Field(50, gt=0)
+    ENGAGE_BATCH_SIZE: int = Field(1000, ge=1, le=1000)
+    # Balance pushes in flight at once inside one sync; the shared rate limit paces them.
+    ENGAGE_PUSH_CONCURRENCY: int = Field(4, ge=1, le=64)
+
+    HTTP_TIMEOUT_SECONDS: float = Field(30, gt=0)
+    HTTP_CONNECT_TIMEOUT_SECONDS: float = Field(5, gt=0)
+    HTTP_MAX_ATTEMPTS: int = Field(6, ge=1)
+    # Upper bound on one backoff pause, whatever Retry-After asks for.
+    HTTP_MAX_BACKOFF_SECONDS: float = Field(60, gt=0)
+
+    # A window starts this long before the watermark, so late-visible changes are not missed.
+    SYNC_OVERLAP_SECONDS: int = Field(600, ge=0)
+    SYNC_LOOKAHEAD_SECONDS: int = Field(7200, ge=0)
+    SYNC_FIRST_WINDOW_SECONDS: int = Field(7200, gt=0)
+    # The run lock expires this long after its holder stops renewing it (e.g. it was killed).
+    SYNC_LOCK_TTL_SECONDS: int = Field(60, ge=2)
+
+    USER_AGENT: str = "pointsync/0.1.0"
+
+
+class WebSettings(Settings):
+    WEBHOOK_SECRET: SecretStr
+    WEB_API_KEY: SecretStr
+    PORT: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("WEBHOOK_SECRET")
+    @classmethod
+    def _whsec(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("must be the endpoint's Svix signing secret (whsec_…)")
+        return value
+
+
+_S = TypeVar("_S", bound=CoreSettings)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        name = ".".join(str(p) for p in item["loc"]) or "settings"
+        if item["type"] == "missing":
+            parts.append(f"{name} is required but not set")
+        else:
+            # Never echo the value: it may be a secret.
+            parts.append(f"{name} is malformed: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _load(cls: type[_S]) -> _S:
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise ConfigError(f"configuration error: {_describe(exc)}") from None
+
+
+@lru_cache(maxsize=1)
+def get_core_settings() -> CoreSettings:
+    return _load(CoreSettings)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return _load(Settings)
+
+
+@lru_cache(maxsize=1)
+def get_web_settings() -> WebSettings:
+    return _load(WebSettings)
+
+
+def exit_on_config_error(error: ConfigError) -> NoReturn:
+    """Stop a process at start-up with the one-line reason (exit status 78, EX_CONFIG)."""
+    print(f"pointsync: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(78)
+
+
+def clear_cache() -> None:
+    """Forget loaded settings (tests change the environment between cases)."""
+    for loader in (get_core_settings, get_settings, get_web_settings):
+        loader.cache_clear()

@@ -1,0 +1,282 @@
+"""The worker's own store: tables and the queries the flows need (SQLAlchemy 2 Core).
+
+SQLite by default, PostgreSQL through DATABASE_URL. The schema comes from the Alembic
+migrations in worker/migrations (see `upgrade_schema`); the tables here describe it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.pool import StaticPool
+
+metadata = MetaData()
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("status", String(16), nullable=False),  # running|succeeded|failed|skipped|abandoned
+    Column("explicit_window", Boolean, nullable=False, default=False),
+    Column("window_from", DateTime(timezone=True)),
+    Column("window_to", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("duration_seconds", Float),
+    Column("fetched", BigInteger, nullable=False, default=0),
+    Column("unique_contacts", BigInteger, nullable=False, default=0),
+    Column("unchanged", BigInteger, nullable=False, default=0),
+    Column("stale", BigInteger, nullable=False, default=0),
+    Column("pushed", BigInteger, nullable=False, default=0),
+    Column("rejected", BigInteger, nullable=False, default=0),
+    Column("error", Text),
+    Column("task_id", String(64)),
+    Index("ix_sync_runs_status", "status", "started_at"),
+)
+
+# What Engage was last sent for each contact, by any flow: the no-stale-overwrite guard.
+contact_balances = Table(
+    "contact_balances",
+    metadata,
+    Column("contact_id", String(36), primary_key=True),
+    Column("sent_cents", BigInteger),
+    Column("sent_mutated_us", BigInteger),  # Treazure's mutatedAt, µs since the epoch
+    Column("seen_run_id", Integer),  # last sync run that read this contact
+)
+
+sync_rejections = Table(
+    "sync_rejections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False, index=True),
+    Column("contact_id", String(64), nullable=False),
+    Column("cents", BigInteger),
+    Column("mutated_at", String(40)),
+    Column("reason", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+RUN_COUNTS = ("fetched", "unique_contacts", "unchanged", "stale", "pushed", "rejected")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes even for timezone=True columns.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+@dataclass(frozen=True)
+class ContactState:
+    sent_cents: int | None
+    sent_mutated_us: int | None
+    seen_run_id: int | None
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=StaticPool if memory else None,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            if not memory:
+                # WAL lets the CLI read while a sync writes; NORMAL is safe with WAL.
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the schema to the newest migration (idempotent; safe on every start)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def _upsert(engine: Engine) -> Any:
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._insert = _upsert(engine)
+
+    # -- sync runs --------------------------------------------------------------------
+
+    def abandon_running_runs(self) -> int:
+        """Runs left 'running' by a holder that died; called while holding the run lock."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(sync_runs)
+                .where(sync_runs.c.status == "running")
+                .values(status="abandoned", finished_at=utcnow(),
+                        error="the worker running it stopped before it finished")
+            )
+            return result.rowcount or 0
+
+    def watermark(self) -> datetime | None:
+        """Start time of the newest successful scheduled-window run."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.max(sync_runs.c.started_at)).where(
+                    sync_runs.c.status == "succeeded", sync_runs.c.explicit_window.is_(False)
+                )
+            ).scalar()
+        return _as_utc(value)
+
+    def start_run(
+        self,
+        *,
+        started_at: datetime,
+        window_from: datetime | None,
+        window_to: datetime | None,
+        explicit_window: bool,
+        task_id: str | None,
+        status: str = "running",
+    ) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(sync_runs).values(
+                    status=status, started_at=started_at, window_from=window_from,
+                    window_to=window_to, explicit_window=explicit_window, task_id=task_id,
+                    **dict.fromkeys(RUN_COUNTS, 0),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def update_run(self, run_id: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(sync_runs).where(sync_runs.c.id == run_id).values(**values))
+
+    def get_run(self, run_id: int) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sync_runs).where(sync_runs.c.id == run_id)).mappings()
+            found = row.first()
+        return _run_dict(found) if found else None
+
+    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit)
+            ).mappings().all()
+        return [_run_dict(row) for row in rows]
+
+    # -- what Engage holds ------------------------------------------------------------
+
+    def contact_states(self, contact_ids: Sequence[str]) -> dict[str, ContactState]:
+        c = contact_balances.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.contact_id, c.sent_cents, c.sent_mutated_us, c.seen_run_id).where(
+                    c.contact_id.in_(contact_ids)
+                )
+            ).all()
+        return {row[0]: ContactState(row[1], row[2], row[3]) for row in rows}
+
+    def save_contact_states(
+        self,
+        sent: Iterable[tuple[str, int, int]],
+        seen_only: Iterable[str],
+        run_id: int | None,
+        rejections: Iterable[tuple[str, int | None, str | None, str]] = (),
+    ) -> None:
+        """Record balances sent (contact, cents, mutated µs) and contacts merely read.
+
+        One transaction, so a crash never leaves a push half-recorded. Rows rejected by
+        Engage (contact, cents, mutatedAt, reason) are kept for the run's report.
+        """
+        sent_rows = [
+            {"contact_id": cid, "sent_cents": cents, "sent_mutated_us": us, "seen_run_id": run_id}
+            for cid, cents, us in sent
+        ]
+        seen_rows = [{"contact_id": cid, "seen_run_id": run_id} for cid in seen_only]
+        rejection_rows = [
+            {"run_id": run_id or 0, "contact_id": cid, "cents": cents, "mutated_at": at,
+             "reason": reason[:200], "created_at": utcnow()}
+            for cid, cents, at, reason in rejections
+        ]
+        with self.engine.begin() as conn:
+            if sent_rows:
+                stmt = self._insert(contact_balances)
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["contact_id"],
+                        set_={
+                            "sent_cents": stmt.excluded.sent_cents,
+                            "sent_mutated_us": stmt.excluded.sent_mutated_us,
+                            "seen_run_id": stmt.excluded.seen_run_id,
+                        },
+                    ),
+                    sent_rows,
+                )
+            if seen_rows:
+                stmt = self._insert(contact_balances)
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["contact_id"],
+                        set_={"seen_run_id": stmt.excluded.seen_run_id},
+                    ),
+                    seen_rows,
+                )
+            if rejection_rows:
+                conn.execute(insert(sync_rejections), rejection_rows)
+
+    def rejections(self, run_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(sync_rejections).where(sync_rejections.c.run_id == run_id)
+                .order_by(sync_rejections.c.id)
+            ).mappings().all()
+        return [dict(row) for row in rows]
+
+
+def _run_dict(row: Any) -> dict[str, Any]:
+    data = dict(row)
+    for key in ("window_from", "window_to", "started_at", "finished_at"):
+        data[key] = _as_utc(data[key])
+    return data

@@ -1,0 +1,327 @@
+"""Treazure (the point master) client: token, balances job, transactions, history, account.
+
+Shapes marked [assumed] in contract.md are parsed here and nowhere else, so a tenant that
+answers differently is handled by changing this module alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+import httpx
+import orjson
+from redis.asyncio import Redis
+
+from worker.http import (
+    Rejected,
+    RemoteError,
+    Retryable,
+    make_client,
+    parse_retry_after,
+    send,
+    with_retries,
+)
+from worker.money import cents_from_json, parse_utc_micros
+from worker.settings import Settings
+
+SERVICE = "treazure"
+
+
+class BalanceEntry(NamedTuple):
+    """One row of a Balances/Get result: the balance of an account as of `mutated_at`."""
+
+    contact_id: str
+    cents: int
+    mutated_us: int
+    mutated_at: str
+
+
+class MalformedEntry(NamedTuple):
+    contact_id: str
+    reason: str
+
+
+class JobTimeout(RemoteError):
+    """The balances job did not finish within TREAZURE_JOB_TIMEOUT_SECONDS."""
+
+
+# Compare-and-delete: drop the shared token only if it is still the one that failed,
+# so a process does not throw away a fresh token another process just fetched.
+_DROP_IF_SAME = """
+local current = redis.call('GET', KEYS[1])
+if current and cjson.decode(current)['access_token'] == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class SharedToken:
+    """The OAuth2 client-credentials token, cached in Redis for every worker process.
+
+    Only one process fetches a new token at a time (a Redis lock); the others wait and read
+    the one it stored. Tokens cannot be refreshed, so a new one is fetched `margin` seconds
+    before expiry.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        fetch: Callable[[], Any],
+        *,
+        namespace: str,
+        margin_seconds: float,
+    ) -> None:
+        self._redis = redis
+        self._fetch = fetch
+        self._key = f"pointsync:treazure-token:{namespace}"
+        self._margin = margin_seconds
+        self._local: tuple[str, float] | None = None
+        self._drop_script = redis.register_script(_DROP_IF_SAME)
+
+    def _fresh(self, token: tuple[str, float] | None) -> str | None:
+        if token and token[1] - self._margin > time.time():
+            return token[0]
+        return None
+
+    async def _from_redis(self) -> str | None:
+        raw = await self._redis.get(self._key)
+        if raw is None:
+            return None
+        data = orjson.loads(raw)
+        self._local = (data["access_token"], float(data["expires_at"]))
+        return self._fresh(self._local)
+
+    async def get(self) -> str:
+        token = self._fresh(self._local) or await self._from_redis()
+        if token:
+            return token
+        async with self._redis.lock(f"{self._key}:lock", timeout=60, blocking_timeout=60):
+            token = await self._from_redis()
+            if token:
+                return token
+            access_token, expires_in = await self._fetch()
+            expires_at = time.time() + expires_in
+            ttl_ms = max(1, int((expires_in - self._margin) * 1000))
+            await self._redis.set(
+                self._key,
+                orjson.dumps({"access_token": access_token, "expires_at": expires_at}),
+                px=ttl_ms,
+            )
+            self._local = (access_token, expires_at)
+            return access_token
+
+    async def invalidate(self, token: str) -> None:
+        if self._local and self._local[0] == token:
+            self._local = None
+        await self._drop_script(keys=[self._key], args=[token])
+
+
+class TreazureClient:
+    def __init__(self, settings: Settings, redis: Redis, http: httpx.AsyncClient | None = None):
+        self._settings = settings
+        self._loyalty_id = settings.TREAZURE_LOYALTY_ID
+        self._http = http or make_client(
+            str(settings.TREAZURE_BASE_URL),
+            timeout=settings.HTTP_TIMEOUT_SECONDS,
+            connect_timeout=settings.HTTP_CONNECT_TIMEOUT_SECONDS,
+            headers={"User-Agent": settings.USER_AGENT, "Accept": "application/json"},
+        )
+        namespace = hashlib.sha256(
+            f"{settings.TREAZURE_BASE_URL}|{settings.TREAZURE_CLIENT_ID}".encode()
+        ).hexdigest()[:16]
+        self.token = SharedToken(
+            redis,
+            self._request_token,
+            namespace=namespace,
+            margin_seconds=settings.TREAZURE_TOKEN_MARGIN_SECONDS,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> TreazureClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    async def _request_token(self) -> tuple[str, float]:
+        s = self._settings
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": s.TREAZURE_CLIENT_ID,
+            "client_secret": s.TREAZURE_CLIENT_SECRET.get_secret_value(),
+            "scope": s.TREAZURE_SCOPE,
+        }
+
+        async def once() -> httpx.Response:
+            request = self._http.build_request("POST", "/identity/connect/token", data=form)
+            return await send(self._http, SERVICE, request)
+
+        response = await self._with_retries(once)
+        body = response.json()
+        try:
+            return str(body["access_token"]), float(body.get("expires_in", 3600))
+        except (KeyError, TypeError, ValueError):
+            raise Rejected(SERVICE, "token answer has no access_token") from None
+
+    async def _with_retries(self, call: Callable[[], Any]) -> Any:
+        s = self._settings
+        return await with_retries(
+            call, attempts=s.HTTP_MAX_ATTEMPTS, max_backoff=s.HTTP_MAX_BACKOFF_SECONDS
+        )
+
+    async def _authorized(
+        self, method: str, url: str, *, write: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        """One request with the shared token; on 401 a new token is fetched once."""
+        token = await self.token.get()
+        request = self._http.build_request(method, url, **kwargs)
+        request.headers["Authorization"] = f"Bearer {token}"
+        try:
+            return await send(self._http, SERVICE, request, write=write)
+        except Rejected as exc:
+            if exc.status != 401:
+                raise
+        await self.token.invalidate(token)
+        request.headers["Authorization"] = f"Bearer {await self.token.get()}"
+        return await send(self._http, SERVICE, request, write=write)
+
+    async def _read(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A call that is safe to repeat, retried on connect errors, 429 and 5xx."""
+        return await self._with_retries(lambda: self._authorized(method, url, **kwargs))
+
+    # -- balances job -----------------------------------------------------------------
+
+    async def start_balances_job(self, mutated_from: datetime, mutated_to: datetime) -> str:
+        body = {
+            "mutatedFrom": _iso(mutated_from),
+            "mutatedTo": _iso(mutated_to),
+            "loyaltyPointDefinitionId": self._loyalty_id,
+        }
+        # Starting a job reads nothing and changes nothing: repeating it is harmless.
+        response = await self._read(
+            "POST", "/api/v1.0/LoyaltyVault/Balances/Get", content=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        href = _json(response).get("href")
+        if not isinstance(href, str) or not href.startswith("/"):
+            raise Rejected(SERVICE, "Balances/Get answered without a relative href")
+        return href
+
+    async def _first_page(self, href: str) -> httpx.Response:
+        """Poll `{href}/result` until it is ready, honouring 202 and Retry-After."""
+        deadline = time.monotonic() + self._settings.TREAZURE_JOB_TIMEOUT_SECONDS
+        pause = 0.2
+        while True:
+            response = await self._read("GET", f"{href}/result")
+            if response.status_code != 202:
+                return response
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise JobTimeout(
+                    SERVICE,
+                    f"balances job {href} still running after "
+                    f"{self._settings.TREAZURE_JOB_TIMEOUT_SECONDS:g} s",
+                )
+            hinted = _retry_after(response)
+            wait = hinted if hinted is not None else pause
+            pause = min(pause * 2, 5.0)
+            await asyncio.sleep(min(wait, remaining))
+
+    async def _pages(self, href: str) -> AsyncIterator[bytes]:
+        response = await self._first_page(href)
+        while True:
+            body = response.content
+            yield body
+            next_href = orjson.loads(body).get("next") if b'"next"' in body else None
+            if not next_href:
+                return
+            response = await self._read("GET", next_href)
+
+    async def balance_pages(
+        self, mutated_from: datetime, mutated_to: datetime
+    ) -> AsyncIterator[tuple[list[BalanceEntry], list[MalformedEntry]]]:
+        """Stream the job's pages, one parsed page at a time (memory stays flat).
+
+        A `410` means the result expired: the job is started again once, and the stream
+        starts over from its first page (the caller's newest-wins rule absorbs repeats).
+        """
+        restarted = False
+        while True:
+            href = await self.start_balances_job(mutated_from, mutated_to)
+            try:
+                async for raw in self._pages(href):
+                    yield parse_balance_page(raw, self._loyalty_id)
+                return
+            except Rejected as exc:
+                if exc.status != 410 or restarted:
+                    raise
+                restarted = True
+
+    # -- single account ---------------------------------------------------------------
+
+    async def get_balance(self, contact_id: str) -> Decimal | None:
+        """The account's current balance in our loyalty program; None if unknown."""
+        try:
+            response = await self._read("GET", f"/api/v1.0/LoyaltyVault/Account/{contact_id}")
+        except Rejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+        for program in _json(response).get("loyaltyPrograms") or []:
+            if program.get("loyaltyPointDefinitionId") == self._loyalty_id:
+                return Decimal(cents_from_json(program["balance"])).scaleb(-2)
+        return None
+
+
+def parse_balance_page(
+    raw: bytes, loyalty_id: str
+) -> tuple[list[BalanceEntry], list[MalformedEntry]]:
+    """Parse one result page. Bad rows are returned, never dropped silently."""
+    items = orjson.loads(raw).get("items") or []
+    good: list[BalanceEntry] = []
+    bad: list[MalformedEntry] = []
+    append = good.append
+    for item in items:
+        try:
+            contact_id = item["accountNumber"]
+            if item.get("loyaltyPointDefinitionId", loyalty_id) != loyalty_id:
+                continue  # another program's balance: not ours to sync
+            mutated_at = item["mutatedAt"]
+            append(BalanceEntry(
+                contact_id, cents_from_json(item["balance"]), parse_utc_micros(mutated_at),
+                mutated_at,
+            ))
+        except (KeyError, TypeError, ValueError) as exc:
+            who = item.get("accountNumber") if isinstance(item, dict) else None
+            bad.append(MalformedEntry(str(who or "?"), f"malformed entry: {exc}"[:200]))
+    return good, bad
+
+
+def _iso(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise Retryable(SERVICE, f"HTTP {response.status_code} with a body that is not JSON") \
+            from None
+    if not isinstance(body, dict):
+        raise Rejected(SERVICE, "expected a JSON object")
+    return body
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    return parse_retry_after(response.headers.get("Retry-After"))

@@ -1,0 +1,638 @@
+"""Treazure client: the shared token, the balances job and its faults, page parsing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from urllib.parse import parse_qs
+
+import fakeredis
+import httpx
+import orjson
+import pytest
+import respx
+from unit_support import CLIENT_SECRET, TREAZURE, SleepRecorder, json_response, mocked_http
+
+from worker.http import Rejected, RemoteError, Retryable
+from worker.money import parse_utc_micros
+from worker.settings import Settings
+from worker.treazure import (
+    BalanceEntry,
+    JobTimeout,
+    MalformedEntry,
+    SharedToken,
+    TreazureClient,
+    parse_balance_page,
+)
+
+TOKEN = "/identity/connect/token"
+START_JOB = "/api/v1.0/LoyaltyVault/Balances/Get"
+JOB_1 = "/api/v1.0/LoyaltyVault/Balances/Jobs/job-1"
+JOB_2 = "/api/v1.0/LoyaltyVault/Balances/Jobs/job-2"
+ACCOUNT = "/api/v1.0/LoyaltyVault/Account/6c1e0000-0000-0000-0000-000000000001"
+CONTACT = "6c1e0000-0000-0000-0000-000000000001"
+
+FROM = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+TO = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def G(short: str) -> str:
+    """A GUID contact id ending in `short`, readable in assertions."""
+    return f"00000000-0000-0000-0000-{short.encode().hex():0>12}"
+
+
+def item(contact: str, balance: object, at: str = "2026-11-21T09:14:03Z",
+         definition: str = "points") -> dict[str, object]:
+    return {"accountNumber": contact, "loyaltyPointDefinitionId": definition,
+            "balance": balance, "mutatedAt": at}
+
+
+def page(items: list[dict[str, object]], next_href: str | None = None) -> httpx.Response:
+    return json_response(200, {"items": items, "next": next_href})
+
+
+def running(**headers: str) -> httpx.Response:
+    return json_response(202, {"status": "Running"}, **headers)
+
+
+def job_started(href: str) -> httpx.Response:
+    return json_response(202, {"href": href})
+
+
+def token_answer(token: str, expires_in: float = 3600) -> httpx.Response:
+    return json_response(200, {"access_token": token, "token_type": "Bearer",
+                               "expires_in": expires_in})
+
+
+def numbered_tokens(expires_in: float = 3600) -> Callable[[httpx.Request], httpx.Response]:
+    """A token endpoint that hands out tok-1, tok-2, … ."""
+    count = 0
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal count
+        count += 1
+        return token_answer(f"tok-{count}", expires_in)
+
+    return answer
+
+
+def bearer(route: respx.Route, index: int = -1) -> str:
+    return route.calls[index].request.headers.get("Authorization", "")
+
+
+async def collect(client: TreazureClient):
+    return [p async for p in client.balance_pages(FROM, TO)]
+
+
+def contacts(pages) -> list[list[str]]:
+    return [[e.contact_id for e in good] for good, _ in pages]
+
+
+@pytest.fixture
+def api() -> respx.MockRouter:
+    return respx.MockRouter(base_url=TREAZURE, assert_all_called=False)
+
+
+@pytest.fixture
+async def make_client(
+    api: respx.MockRouter, redis_server: fakeredis.FakeServer, settings: Settings
+) -> AsyncIterator[Callable[..., TreazureClient]]:
+    """Build clients; each gets its own Redis connection to the one server (one process)."""
+    opened: list[tuple[TreazureClient, fakeredis.FakeAsyncRedis]] = []
+
+    def make(custom: Settings | None = None) -> TreazureClient:
+        redis = fakeredis.FakeAsyncRedis(server=redis_server)
+        client = TreazureClient(custom or settings, redis, http=mocked_http(api, TREAZURE))
+        opened.append((client, redis))
+        return client
+
+    yield make
+    for client, redis in opened:
+        await client.aclose()
+        await redis.aclose()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TreazureClient]) -> TreazureClient:
+    return make_client()
+
+
+@pytest.fixture
+def tokens(api: respx.MockRouter) -> respx.Route:
+    return api.post(TOKEN).mock(side_effect=numbered_tokens())
+
+
+def account_answer(balance: object = 1275.5) -> httpx.Response:
+    return json_response(200, {"accountNumber": CONTACT, "loyaltyPrograms": [
+        {"loyaltyPointDefinitionId": "bonus", "balance": 5},
+        {"loyaltyPointDefinitionId": "points", "balance": balance},
+    ]})
+
+
+# -- token --------------------------------------------------------------------------------
+
+
+async def test_token_is_requested_form_encoded_and_sent_as_bearer(api, client, tokens) -> None:
+    account = api.get(ACCOUNT).mock(return_value=account_answer())
+
+    assert await client.get_balance(CONTACT) == Decimal("1275.5")
+
+    token_request = tokens.calls[0].request
+    assert token_request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    form = parse_qs(token_request.content.decode())
+    assert form == {
+        "grant_type": ["client_credentials"],
+        "client_id": ["pointsync-client"],
+        "client_secret": [CLIENT_SECRET],
+        "scope": ["api_loyaltyvault"],
+    }
+    assert "Authorization" not in token_request.headers
+    assert bearer(account) == "Bearer tok-1"
+
+
+async def test_one_token_is_shared_by_every_process(api, make_client, tokens) -> None:
+    account = api.get(ACCOUNT).mock(return_value=account_answer())
+    first_process, second_process = make_client(), make_client()
+
+    await first_process.get_balance(CONTACT)
+    await second_process.get_balance(CONTACT)
+    await first_process.get_balance(CONTACT)
+
+    assert tokens.call_count == 1
+    assert [bearer(account, i) for i in range(3)] == ["Bearer tok-1"] * 3
+
+
+async def test_processes_starting_together_fetch_one_token(api, make_client) -> None:
+    async def slow_token(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)  # the others arrive while this fetch is in flight
+        return token_answer("tok-shared")
+
+    tokens = api.post(TOKEN).mock(side_effect=slow_token)
+    account = api.get(ACCOUNT).mock(return_value=account_answer())
+    processes = [make_client() for _ in range(5)]
+
+    await asyncio.gather(*(p.get_balance(CONTACT) for p in processes))
+
+    assert tokens.call_count == 1
+    assert {bearer(account, i) for i in range(5)} == {"Bearer tok-shared"}
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "margin", "fetches"),
+    [(3600, 300, 1), (90, 60, 1), (30, 60, 2)],
+)
+async def test_token_is_renewed_within_the_margin_of_its_expiry(
+    api, make_client, make_settings, expires_in, margin, fetches
+) -> None:
+    tokens = api.post(TOKEN).mock(side_effect=numbered_tokens(expires_in))
+    account = api.get(ACCOUNT).mock(return_value=account_answer())
+    client = make_client(make_settings(TREAZURE_TOKEN_MARGIN_SECONDS=margin))
+
+    await client.get_balance(CONTACT)
+    await client.get_balance(CONTACT)
+
+    assert tokens.call_count == fetches
+    assert bearer(account) == f"Bearer tok-{fetches}"
+
+
+async def test_401_fetches_one_new_token_and_repeats_the_request(api, client, tokens) -> None:
+    answers = iter([json_response(401, {"error": "invalid_token"}), account_answer(10)])
+    sent_with: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        # Read the header as sent: the client may reuse the request object for the repeat.
+        sent_with.append(request.headers.get("Authorization", ""))
+        return next(answers)
+
+    api.get(ACCOUNT).mock(side_effect=answer)
+
+    assert await client.get_balance(CONTACT) == Decimal(10)
+
+    assert tokens.call_count == 2
+    assert sent_with == ["Bearer tok-1", "Bearer tok-2"]
+    # The new token is the shared one now: no further fetch.
+    assert await client.token.get() == "tok-2"
+    assert tokens.call_count == 2
+
+
+async def test_401_twice_is_rejected(api, client, tokens) -> None:
+    account = api.get(ACCOUNT).mock(return_value=httpx.Response(401))
+
+    with pytest.raises(Rejected) as caught:
+        await client.get_balance(CONTACT)
+
+    assert caught.value.status == 401
+    assert tokens.call_count == 2
+    assert account.call_count == 2
+
+
+async def test_invalidate_keeps_a_newer_token_another_process_stored(redis) -> None:
+    fetched: list[str] = []
+
+    async def fetch() -> tuple[str, float]:
+        fetched.append(f"tok-{len(fetched) + 1}")
+        return fetched[-1], 3600
+
+    mine = SharedToken(redis, fetch, namespace="ns", margin_seconds=60)
+    theirs = SharedToken(redis, fetch, namespace="ns", margin_seconds=60)
+    assert await mine.get() == "tok-1"
+    await theirs.invalidate("tok-1")
+    assert await theirs.get() == "tok-2"
+
+    # `mine` saw tok-1 fail too, but tok-2 is newer: it must survive.
+    await mine.invalidate("tok-1")
+
+    assert await mine.get() == "tok-2"
+    assert fetched == ["tok-1", "tok-2"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json_response(400, {"error": "invalid_client"}),
+        json_response(401, {"error": "invalid_client",
+                            "error_description": "client authentication failed"}),
+        httpx.Response(503, text="token service down"),
+    ],
+)
+async def test_client_secret_never_appears_in_an_error(api, client, answer) -> None:
+    tokens = api.post(TOKEN).mock(return_value=answer)
+
+    with pytest.raises(RemoteError) as caught:
+        await client.get_balance(CONTACT)
+
+    assert tokens.called
+    error: BaseException | None = caught.value
+    while error is not None:  # the whole chain a traceback would print
+        assert CLIENT_SECRET not in str(error)
+        assert CLIENT_SECRET not in repr(error)
+        error = error.__cause__ or error.__context__
+
+
+async def test_token_answer_without_access_token_is_rejected(api, client) -> None:
+    api.post(TOKEN).mock(return_value=json_response(200, {"token_type": "Bearer"}))
+
+    with pytest.raises(Rejected, match="access_token"):
+        await client.get_balance(CONTACT)
+
+
+async def test_token_fetch_is_retried_after_a_connect_error(api, client) -> None:
+    tokens = api.post(TOKEN).mock(side_effect=[httpx.ConnectError("refused"), token_answer("t")])
+    api.get(ACCOUNT).mock(return_value=account_answer())
+
+    assert await client.get_balance(CONTACT) == Decimal("1275.5")
+    assert tokens.call_count == 2
+
+
+# -- balances job -------------------------------------------------------------------------
+
+
+async def test_job_is_polled_with_retry_after_then_pages_are_followed(
+    api, client, tokens, sleeps: SleepRecorder
+) -> None:
+    start = api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    page_two = api.get(f"{JOB_1}/result", params={"page": "2"}).mock(
+        return_value=page([item(G("c3"), "3")])
+    )
+    result = api.get(f"{JOB_1}/result").mock(side_effect=[
+        running(**{"Retry-After": "3"}),
+        page([item(G("c1"), 1250.5), item(G("c2"), -0.05, "2026-11-21T09:15:00Z")],
+             f"{JOB_1}/result?page=2"),
+    ])
+
+    pages = await collect(client)
+
+    assert sleeps.delays == [3.0]
+    assert result.call_count == 2
+    assert page_two.call_count == 1
+    assert pages[0] == ([
+        BalanceEntry(G("c1"), 125050, parse_utc_micros("2026-11-21T09:14:03Z"),
+                     "2026-11-21T09:14:03Z"),
+        BalanceEntry(G("c2"), -5, parse_utc_micros("2026-11-21T09:15:00Z"),
+                     "2026-11-21T09:15:00Z"),
+    ], [])
+    assert contacts(pages) == [[G("c1"), G("c2")], [G("c3")]]
+
+    request = start.calls[0].request
+    assert orjson.loads(request.content) == {
+        "mutatedFrom": "2026-11-21T08:00:00Z",
+        "mutatedTo": "2026-11-21T12:00:00Z",
+        "loyaltyPointDefinitionId": "points",
+    }
+    assert request.headers["Content-Type"] == "application/json"
+    for route in (start, result, page_two):
+        assert bearer(route) == "Bearer tok-1"
+    assert tokens.call_count == 1
+
+
+async def test_job_without_retry_after_is_polled_with_growing_pauses(
+    api, client, tokens, sleeps: SleepRecorder
+) -> None:
+    api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    api.get(f"{JOB_1}/result").mock(
+        side_effect=[running(), running(), running(), page([item(G("c1"), 1)])]
+    )
+
+    pages = await collect(client)
+
+    assert contacts(pages) == [[G("c1")]]
+    assert sleeps.delays == pytest.approx([0.2, 0.4, 0.8])
+
+
+async def test_job_that_never_finishes_times_out(api, make_client, make_settings, tokens) -> None:
+    client = make_client(make_settings(TREAZURE_JOB_TIMEOUT_SECONDS=0.05))
+    api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    result = api.get(f"{JOB_1}/result").mock(return_value=running())
+
+    with pytest.raises(JobTimeout) as caught:
+        await collect(client)
+
+    assert caught.value.service == "treazure"
+    assert JOB_1 in str(caught.value)
+    assert result.call_count >= 2
+
+
+async def test_retry_after_longer_than_the_job_budget_is_cut_to_the_budget(
+    api, make_client, make_settings, tokens, monkeypatch
+) -> None:
+    real_sleep = asyncio.sleep
+    asked: list[float] = []
+
+    async def bounded_sleep(delay: float) -> None:
+        asked.append(delay)
+        await real_sleep(min(delay, 0.2))
+
+    monkeypatch.setattr(asyncio, "sleep", bounded_sleep)
+    client = make_client(make_settings(TREAZURE_JOB_TIMEOUT_SECONDS=0.05))
+    api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    api.get(f"{JOB_1}/result").mock(return_value=running(**{"Retry-After": "30"}))
+
+    with pytest.raises(JobTimeout):
+        await collect(client)
+
+    assert asked
+    assert max(asked) <= 0.05
+
+
+async def test_duplicates_malformed_and_foreign_items_in_a_job(api, client, tokens) -> None:
+    api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    api.get(f"{JOB_1}/result").mock(return_value=page([
+        item(G("c1"), 10, "2026-11-21T09:00:00Z"),
+        item(G("c1"), 12, "2026-11-21T10:00:00Z"),
+        item(G("c2"), "12.345"),
+        item(G("c3"), 99, definition="bonus"),
+        item(G("c4"), 4),
+    ]))
+
+    [(good, bad)] = await collect(client)
+
+    assert [(e.contact_id, e.cents) for e in good] == [
+        (G("c1"), 1000), (G("c1"), 1200), (G("c4"), 400)
+    ]
+    assert [m.contact_id for m in bad] == [G("c2")]
+    assert "12.345" in bad[0].reason
+
+
+async def test_expired_result_restarts_the_job_once_from_the_start(api, client, tokens) -> None:
+    start = api.post(START_JOB).mock(side_effect=[job_started(JOB_1), job_started(JOB_2)])
+    api.get(f"{JOB_1}/result", params={"page": "2"}).mock(
+        return_value=json_response(410, {"error": "ResultExpired"})
+    )
+    api.get(f"{JOB_1}/result").mock(return_value=page([item(G("a1"), 1)], f"{JOB_1}/result?page=2"))
+    api.get(f"{JOB_2}/result", params={"page": "2"}).mock(return_value=page([item(G("b2"), 2)]))
+    api.get(f"{JOB_2}/result").mock(return_value=page([item(G("b1"), 1)], f"{JOB_2}/result?page=2"))
+
+    pages = await collect(client)
+
+    assert start.call_count == 2
+    assert contacts(pages) == [[G("a1")], [G("b1")], [G("b2")]]
+
+
+async def test_second_expired_result_is_rejected(api, client, tokens) -> None:
+    start = api.post(START_JOB).mock(side_effect=[job_started(JOB_1), job_started(JOB_2),
+                                                  job_started(JOB_1)])
+    api.get(f"{JOB_1}/result").mock(return_value=httpx.Response(410))
+    api.get(f"{JOB_2}/result").mock(return_value=httpx.Response(410))
+
+    with pytest.raises(Rejected) as caught:
+        await collect(client)
+
+    assert caught.value.status == 410
+    assert start.call_count == 2
+
+
+async def test_unknown_job_is_rejected_without_restart(api, client, tokens) -> None:
+    start = api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    api.get(f"{JOB_1}/result").mock(return_value=json_response(404, {"error": "UnknownJob"}))
+
+    with pytest.raises(Rejected, match="UnknownJob"):
+        await collect(client)
+
+    assert start.call_count == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        httpx.Response(503, text="busy"),
+        httpx.Response(500),
+        httpx.Response(429, headers={"Retry-After": "0"}),
+        httpx.ConnectError("connection refused"),
+        httpx.ReadTimeout("slow"),
+    ],
+    ids=["503", "500", "429", "connect-error", "read-timeout"],
+)
+async def test_transient_faults_are_retried(api, client, tokens, fault) -> None:
+    start = api.post(START_JOB).mock(side_effect=[fault, job_started(JOB_1)])
+    # The page-2 route first: the plain one matches any query string.
+    second = api.get(f"{JOB_1}/result", params={"page": "2"}).mock(
+        side_effect=[fault, page([item(G("c2"), 2)])]
+    )
+    result = api.get(f"{JOB_1}/result").mock(
+        side_effect=[fault, page([item(G("c1"), 1)], f"{JOB_1}/result?page=2")]
+    )
+
+    pages = await collect(client)
+
+    assert contacts(pages) == [[G("c1")], [G("c2")]]
+    assert (start.call_count, result.call_count, second.call_count) == (2, 2, 2)
+
+
+async def test_429_retry_after_is_honoured(
+    api, make_client, make_settings, tokens, sleeps: SleepRecorder
+) -> None:
+    client = make_client(make_settings(HTTP_MAX_BACKOFF_SECONDS=60))
+    start = api.post(START_JOB).mock(side_effect=[
+        httpx.Response(429, headers={"Retry-After": "2"}), job_started(JOB_1)
+    ])
+    api.get(f"{JOB_1}/result").mock(return_value=page([item(G("c1"), 1)]))
+
+    await collect(client)
+
+    assert start.call_count == 2
+    assert sleeps.delays == [2.0]
+
+
+async def test_persistent_5xx_gives_up_after_the_configured_attempts(api, client, tokens) -> None:
+    start = api.post(START_JOB).mock(return_value=httpx.Response(502, text="bad gateway"))
+
+    with pytest.raises(Retryable) as caught:
+        await collect(client)
+
+    assert caught.value.status == 502
+    assert start.call_count == 4  # HTTP_MAX_ATTEMPTS
+
+
+@pytest.mark.parametrize("status", [400, 403, 422])
+async def test_other_4xx_fails_at_once_with_treazures_reason(api, client, tokens, status) -> None:
+    start = api.post(START_JOB).mock(
+        return_value=json_response(status, {"error": "mutatedFrom must be before mutatedTo"})
+    )
+
+    with pytest.raises(Rejected) as caught:
+        await collect(client)
+
+    assert start.call_count == 1
+    assert caught.value.status == status
+    assert "mutatedFrom must be before mutatedTo" in str(caught.value)
+
+
+async def test_html_error_body_is_summarised(api, client, tokens) -> None:
+    api.post(START_JOB).mock(return_value=httpx.Response(400, html=(
+        "<html><head><title>400 Bad Request</title><body><h1>Request rejected</h1>"
+        "<p>Your request was blocked by the gateway.</p></body></html>"
+    )))
+
+    with pytest.raises(Rejected) as caught:
+        await collect(client)
+
+    message = str(caught.value)
+    assert "<" not in message
+    assert "Request rejected" in message
+    assert "blocked by the gateway" in message
+
+
+async def test_job_answer_without_href_is_rejected(api, client, tokens) -> None:
+    api.post(START_JOB).mock(return_value=json_response(202, {"id": "job-1"}))
+
+    with pytest.raises(Rejected, match="href"):
+        await collect(client)
+
+
+async def test_window_is_sent_in_utc_whatever_offset_it_was_given(api, client, tokens) -> None:
+    # `sync --since 2026-11-21T10:00:00+02:00` is 08:00 UTC.
+    plus_two = timezone(timedelta(hours=2))
+    start = api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    api.get(f"{JOB_1}/result").mock(return_value=page([]))
+
+    [p async for p in client.balance_pages(
+        datetime(2026, 11, 21, 10, 0, tzinfo=plus_two),
+        datetime(2026, 11, 21, 14, 0, tzinfo=plus_two),
+    )]
+
+    body = orjson.loads(start.calls[0].request.content)
+    assert body["mutatedFrom"] == "2026-11-21T08:00:00Z"
+    assert body["mutatedTo"] == "2026-11-21T12:00:00Z"
+
+
+# -- one account --------------------------------------------------------------------------
+
+
+async def test_get_balance_of_unknown_account_is_none(api, client, tokens) -> None:
+    api.get(ACCOUNT).mock(return_value=httpx.Response(404))
+
+    assert await client.get_balance(CONTACT) is None
+
+
+async def test_get_balance_without_our_program_is_none(api, client, tokens) -> None:
+    api.get(ACCOUNT).mock(return_value=json_response(200, {
+        "accountNumber": CONTACT,
+        "loyaltyPrograms": [{"loyaltyPointDefinitionId": "bonus", "balance": 5}],
+    }))
+
+    assert await client.get_balance(CONTACT) is None
+
+
+# -- page parsing -------------------------------------------------------------------------
+
+
+def _raw(items: object, next_href: str | None = None) -> bytes:
+    return orjson.dumps({"items": items, "next": next_href})
+
+
+def test_parse_page_reads_exact_cents_and_times() -> None:
+    good, bad = parse_balance_page(_raw([
+        item(G("c1"), 1250.5, "2026-11-21T09:14:03Z"),
+        item(G("c2"), 0.29, "2026-11-21T09:14:03.5Z"),
+    ]), "points")
+
+    assert bad == []
+    assert good == [
+        BalanceEntry(G("c1"), 125050, parse_utc_micros("2026-11-21T09:14:03Z"),
+                     "2026-11-21T09:14:03Z"),
+        BalanceEntry(G("c2"), 29, parse_utc_micros("2026-11-21T09:14:03Z") + 500_000,
+                     "2026-11-21T09:14:03.5Z"),
+    ]
+
+
+def test_parse_page_passes_duplicates_through_in_order() -> None:
+    good, _ = parse_balance_page(_raw([
+        item(G("c1"), 2, "2026-11-21T10:00:00Z"),
+        item(G("c1"), 1, "2026-11-21T09:00:00Z"),
+    ]), "points")
+
+    assert [(e.contact_id, e.cents) for e in good] == [(G("c1"), 200), (G("c1"), 100)]
+
+
+def test_parse_page_skips_other_programs_but_accepts_rows_without_one() -> None:
+    no_definition = {"accountNumber": G("c3"), "balance": 3, "mutatedAt": "2026-11-21T09:00:00Z"}
+
+    good, bad = parse_balance_page(_raw([
+        item(G("c1"), 1, definition="bonus"), item(G("c2"), 2), no_definition,
+    ]), "points")
+
+    assert [e.contact_id for e in good] == [G("c2"), G("c3")]
+    assert bad == []
+
+
+@pytest.mark.parametrize(
+    ("row", "who"),
+    [
+        (item(G("c1"), "12.345"), G("c1")),
+        (item(G("c1"), True), G("c1")),
+        (item(G("c1"), None), G("c1")),
+        (item(G("c1"), 1, "2026-11-21T09:14:03"), G("c1")),
+        (item(G("c1"), 1, "yesterday"), G("c1")),
+        ({"accountNumber": G("c1"), "balance": 1}, G("c1")),
+        ({"accountNumber": G("c1"), "mutatedAt": "2026-11-21T09:14:03Z"}, G("c1")),
+        ({"balance": 1, "mutatedAt": "2026-11-21T09:14:03Z"}, "?"),
+        ("not an object", "?"),
+        (None, "?"),
+    ],
+)
+def test_parse_page_returns_malformed_rows_instead_of_dropping_them(row, who) -> None:
+    good, bad = parse_balance_page(_raw([item(G("ok1"), 1), row, item(G("ok2"), 2)]), "points")
+
+    assert [e.contact_id for e in good] == [G("ok1"), G("ok2")]
+    assert len(bad) == 1
+    assert isinstance(bad[0], MalformedEntry)
+    assert bad[0].contact_id == who
+    assert bad[0].reason.startswith("malformed entry")
+
+
+@pytest.mark.parametrize("account", [None, "", 12345, [G("c1")]])
+def test_parse_page_refuses_an_account_number_that_is_not_an_id(account) -> None:
+    row = item("placeholder", 1)
+    row["accountNumber"] = account
+
+    good, bad = parse_balance_page(_raw([row]), "points")
+
+    assert good == []
+    assert len(bad) == 1
+
+
+@pytest.mark.parametrize("raw", [b"{}", b'{"items": null, "next": null}', _raw([])])
+def test_parse_empty_page(raw: bytes) -> None:
+    assert parse_balance_page(raw, "points") == ([], [])

@@ -1,0 +1,46 @@
+"""Constants and helpers shared by the unit tests (imported by conftest and test modules)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+TREAZURE = "https://acme.posengine.test.cloud"
+ENGAGE = "https://acme.voyado.test"
+CLIENT_SECRET = "tz-S3CRET-4f1d9c"
+API_KEY = "eng-K3Y-77ab20"
+
+BASE_ENV = {
+    "TREAZURE_BASE_URL": TREAZURE,
+    "TREAZURE_CLIENT_ID": "pointsync-client",
+    "TREAZURE_CLIENT_SECRET": CLIENT_SECRET,
+    "TREAZURE_LOYALTY_ID": "points",
+    "ENGAGE_BASE_URL": ENGAGE,
+    "ENGAGE_API_KEY": API_KEY,
+    "HTTP_MAX_BACKOFF_SECONDS": "0.01",
+    "HTTP_MAX_ATTEMPTS": "4",
+}
+
+_REAL_SLEEP = asyncio.sleep
+
+
+class SleepRecorder:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float, result: object = None) -> object:
+        self.delays.append(delay)
+        await _REAL_SLEEP(0)
+        return result
+
+
+def json_response(status: int, body: object, **headers: str) -> httpx.Response:
+    return httpx.Response(status, json=body, headers=headers)
+
+
+def mocked_http(router: object, base_url: str) -> httpx.AsyncClient:
+    """An httpx client whose requests are answered by a respx router (no sockets, no TLS)."""
+    return httpx.AsyncClient(
+        base_url=base_url, transport=httpx.MockTransport(router.async_handler)  # type: ignore[attr-defined]
+    )

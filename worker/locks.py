@@ -48,6 +48,8 @@ async def held_lock(redis: Redis, name: str, ttl_seconds: int) -> AsyncIterator[
         yield True
     except asyncio.CancelledError:
         if lost.is_set():
+            if body is not None:
+                body.uncancel()  # the cancel was ours; callers may go on after LockLost
             raise LockLost(f"lock {name} expired while held") from None
         raise
     finally:

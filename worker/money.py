@@ -5,10 +5,13 @@ Inside the worker a balance is an int of hundredths, so no sum ever meets a bina
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Below 10^15 hundredths (15 significant digits) a double names exactly one hundredth.
+_EXACT_FLOAT = 1e13
 
 
 def cents_from_json(value: object) -> int:
@@ -17,12 +20,17 @@ def cents_from_json(value: object) -> int:
     A float is read through its shortest repr, which is the text the JSON carried for any
     number of at most 15 significant digits; more than two decimals is refused, not rounded.
     """
-    if isinstance(value, bool):
-        raise ValueError("balance must be a number")
-    if isinstance(value, int):
-        return value * 100
     if isinstance(value, float):
+        # Fast path: the float is exactly the nearest double to some hundredth.
+        if abs(value) < _EXACT_FLOAT:
+            cents = round(value * 100)
+            if cents / 100 == value:
+                return cents
         text = repr(value)
+    elif isinstance(value, bool):
+        raise ValueError("balance must be a number")
+    elif isinstance(value, int):
+        return value * 100
     elif isinstance(value, str | Decimal):
         text = str(value)
     else:
@@ -63,3 +71,11 @@ def parse_utc_micros(text: str) -> int:
 
 def micros_to_datetime(micros: int) -> datetime:
     return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def is_guid(text: str) -> bool:
+    """Engage contact ids and Treazure account numbers are GUIDs (8-4-4-4-12 hex)."""
+    return _GUID.fullmatch(text) is not None

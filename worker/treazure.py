@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -27,7 +27,7 @@ from worker.http import (
     send,
     with_retries,
 )
-from worker.money import cents_from_json, parse_utc_micros
+from worker.money import cents_from_json, is_guid, parse_utc_micros
 from worker.settings import Settings
 
 SERVICE = "treazure"
@@ -295,6 +295,8 @@ def parse_balance_page(
     for item in items:
         try:
             contact_id = item["accountNumber"]
+            if not isinstance(contact_id, str) or not is_guid(contact_id):
+                raise ValueError(f"accountNumber {contact_id!r} is not a GUID")
             if item.get("loyaltyPointDefinitionId", loyalty_id) != loyalty_id:
                 continue  # another program's balance: not ours to sync
             mutated_at = item["mutatedAt"]
@@ -309,7 +311,9 @@ def parse_balance_page(
 
 
 def _iso(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if value.tzinfo is None:
+        raise ValueError("window times must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:

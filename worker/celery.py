@@ -43,7 +43,7 @@ def celery_config(settings: CoreSettings) -> dict[str, Any]:
         # One beat at a time: redbeat holds a lock in Redis; a second beat waits on it.
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "redbeat_redis_url": settings.REDIS_URL,
-        "redbeat_key_prefix": "pointsync:redbeat",
+        "redbeat_key_prefix": "pointsync:redbeat:",
         "redbeat_lock_timeout": 300,
         "beat_max_loop_interval": 5,
         "beat_schedule": beat_schedule(settings),

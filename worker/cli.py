@@ -41,6 +41,22 @@ def runs_table(runs: list[dict[str, Any]], title: str = "sync runs") -> Table:
     return table
 
 
+def run_summary(run: dict[str, Any], title: str = "sync run") -> Table:
+    """One run as a two-column table: readable in any terminal width."""
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for column in RUN_COLUMNS:
+        value = run.get(column)
+        if hasattr(value, "strftime"):
+            value = value.strftime("%Y-%m-%d %H:%M:%SZ")
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        if value is not None:
+            table.add_row(column.replace("_seconds", " (s)").replace("_", " "), str(value))
+    return table
+
+
 @cli.command()
 def status(
     limit: Annotated[int, typer.Option(help="How many recent runs to show.")] = 10,
@@ -87,7 +103,7 @@ def sync(
     if as_json:
         print(json.dumps(summary if isinstance(summary, dict) else {"error": str(summary)}))
     elif isinstance(summary, dict):
-        console.print(runs_table([{**summary, "id": summary.get("run_id")}], "sync run"))
+        console.print(run_summary({**summary, "id": summary.get("run_id")}))
     else:
         console.print(f"[red]sync failed:[/red] {summary}")
     if not isinstance(summary, dict) or summary.get("status") == "failed":

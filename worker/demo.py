@@ -1,7 +1,7 @@
 """`pointsync demo`: the main job end to end on embedded defaults, then a check.
 
 Starts (or reuses) Redis, the simulators seeded with changed balances, a real Celery worker
-and beat; beat dispatches the first sync at once; the demo waits for that run, prints its
+and beat; sends one `pointsync.sync_balances` through the broker, waits for it, prints its
 summary, checks that Engage now equals Treazure for every changed contact, and stops
 everything it started.
 """
@@ -15,13 +15,14 @@ from pathlib import Path
 
 import httpx
 import redis
+from celery import Celery
 from rich.console import Console
 
+from worker.cli import run_summary
 from worker.harness import CeleryProcess, ensure_redis, start_celery, start_simulators, stop
 from worker.runtime import prepare_store
 
 console = Console()
-TERMINAL = ("succeeded", "failed", "abandoned")
 
 
 def run_demo(contacts: int, timeout: float = 900) -> int:
@@ -43,11 +44,12 @@ def run_demo(contacts: int, timeout: float = 900) -> int:
             processes.append(start_celery("worker", env, root / "worker.log",
                                           ["--concurrency", "2", "-n", "demo@%h"]))
             processes.append(start_celery("beat", env, root / "beat.log"))
-            console.print("worker and beat are up; beat dispatches the first sync …")
-            run = _wait_for_run(store, timeout)
-            from worker.cli import runs_table
-
-            console.print(runs_table([run], "the sync run"))
+            console.print("worker and beat are up; sending pointsync.sync_balances …")
+            client = Celery("demo", broker=redis_url, backend=redis_url)
+            summary = client.send_task("pointsync.sync_balances").get(timeout=timeout)
+            client.close()
+            run = store.get_run(summary["run_id"])
+            console.print(run_summary(run, "the sync run"))
             check = httpx.post(f"{sims.engage}/_sim/compare", json={}, timeout=60).json()
             ok = run["status"] == "succeeded" and check["mismatch_count"] == 0
             verdict = "[green]OK[/green]" if ok else "[red]MISMATCH[/red]"
@@ -65,12 +67,3 @@ def run_demo(contacts: int, timeout: float = 900) -> int:
                 process.stop()
             stop(sims.proc)
 
-
-def _wait_for_run(store, timeout: float) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for run in store.recent_runs(5):
-            if run["status"] in TERMINAL:
-                return run
-        time.sleep(0.5)
-    raise TimeoutError(f"no sync run finished within {timeout:g} s")

@@ -122,6 +122,7 @@ class Parts:
 async def parts(settings: Settings, store: Store, remotes: FakeRemotes) -> AsyncIterator[Parts]:
     redis = fakeredis.FakeAsyncRedis()
     limiter = SharedRateLimiter(redis, "rate", settings.ENGAGE_RATE_LIMIT)
-    async with TreazureClient(settings, redis) as treazure, EngageClient(settings, limiter) as engage:
+    async with TreazureClient(settings, redis) as treazure, \
+            EngageClient(settings, limiter) as engage:
         yield Parts(settings, store, redis, treazure, engage)
     await redis.aclose()

@@ -1,0 +1,7 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+RUN pip install --no-cache-dir . && useradd --create-home pointsync
+USER pointsync
+CMD ["celery", "-A", "worker", "worker", "--loglevel", "INFO"]

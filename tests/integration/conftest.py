@@ -1,0 +1,104 @@
+"""Integration fixtures: real Redis, the simulators over HTTP, real Celery processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from celery import Celery
+
+from worker.harness import CeleryProcess, Simulators, start_celery, start_simulators, stop
+from worker.runtime import prepare_store
+from worker.store import Store
+
+# A database index of the machine's Redis for these tests alone; emptied before each test.
+REDIS_URL = os.environ.get("IT_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+@pytest.fixture(scope="session")
+def sims() -> Iterator[Simulators]:
+    simulators = start_simulators()
+    yield simulators
+    stop(simulators.proc)
+
+
+class Sim:
+    """The control API of the simulators."""
+
+    def __init__(self, sims: Simulators) -> None:
+        self.urls = sims
+        self.http = httpx.Client(base_url=sims.engage, timeout=60)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self.http.post(f"/_sim/{path}", json=body or {})
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def stats(self) -> dict[str, Any]:
+        return self.http.get("/_sim/stats").json()
+
+    def compare(self) -> dict[str, Any]:
+        return self.post("compare")
+
+
+@pytest.fixture
+def sim(sims: Simulators) -> Iterator[Sim]:
+    control = Sim(sims)
+    control.post("reset")
+    yield control
+    control.http.close()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    return REDIS_URL
+
+
+@pytest.fixture
+def worker_env(sims: Simulators, redis_url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **sims.env(),
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'pointsync.db'}",
+        "SYNC_LOCK_TTL_SECONDS": "3",
+        "HTTP_MAX_BACKOFF_SECONDS": "0.5",
+    }
+
+
+@pytest.fixture
+def store(worker_env: dict[str, str]) -> Store:
+    return prepare_store(worker_env["DATABASE_URL"])
+
+
+@pytest.fixture
+def start_worker(worker_env: dict[str, str], tmp_path: Path
+                 ) -> Iterator[Callable[..., CeleryProcess]]:
+    started: list[CeleryProcess] = []
+
+    def start(kind: str = "worker", **overrides: str) -> CeleryProcess:
+        args = ["--concurrency", "2", "-n", f"it-{uuid.uuid4().hex[:8]}@%h"] \
+            if kind == "worker" else []
+        process = start_celery(kind, {**worker_env, **overrides},
+                               tmp_path / f"{kind}-{len(started)}.log", args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Celery]:
+    """A Celery client on the same broker, as `celery call` or the CLI would be."""
+    app = Celery("it-client", broker=redis_url, backend=redis_url)
+    app.conf.broker_connection_retry_on_startup = True
+    yield app
+    app.close()

@@ -1,0 +1,70 @@
+"""The store on a SQLite file and on a real PostgreSQL: migrations and every query."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import inspect
+
+from worker.store import Store, make_engine, upgrade_schema, utcnow
+
+
+def open_store(url: str) -> Store:
+    engine = make_engine(url)
+    upgrade_schema(engine)
+    return Store(engine)
+
+
+def test_migrations_create_the_schema_and_are_idempotent(database_url: str) -> None:
+    store = open_store(database_url)
+    upgrade_schema(store.engine)  # a second start must be a no-op
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"sync_runs", "contact_balances", "sync_rejections", "alembic_version"} <= tables
+    store.engine.dispose()
+
+
+def test_watermark_comes_only_from_successful_scheduled_runs(database_url: str) -> None:
+    store = open_store(database_url)
+    t0 = datetime(2026, 11, 21, 8, tzinfo=UTC)
+
+    def run(status: str, at: datetime, explicit: bool = False) -> int:
+        run_id = store.start_run(started_at=at, window_from=at, window_to=at,
+                                 explicit_window=explicit, task_id=None)
+        store.update_run(run_id, status=status)
+        return run_id
+
+    assert store.watermark() is None
+    run("succeeded", t0)
+    run("failed", t0 + timedelta(hours=1))
+    run("succeeded", t0 + timedelta(hours=2), explicit=True)
+    assert store.watermark() == t0
+    run("succeeded", t0 + timedelta(hours=3))
+    assert store.watermark() == t0 + timedelta(hours=3)
+    store.engine.dispose()
+
+
+def test_contact_states_upsert_without_losing_what_was_sent(database_url: str) -> None:
+    store = open_store(database_url)
+    store.save_contact_states([("a", 100, 1), ("b", 200, 2)], [], 1)
+    store.save_contact_states([("a", 150, 3)], ["b", "c"], 2,
+                              [("c", 5, "2026-11-21T08:00:00Z", "ContactNotFound")])
+    states = store.contact_states(["a", "b", "c", "d"])
+    assert (states["a"].sent_cents, states["a"].sent_mutated_us, states["a"].seen_run_id) == \
+        (150, 3, 2)
+    assert (states["b"].sent_cents, states["b"].seen_run_id) == (200, 2)
+    assert states["c"].sent_cents is None and "d" not in states
+    assert [r["reason"] for r in store.rejections(2)] == ["ContactNotFound"]
+    store.engine.dispose()
+
+
+def test_running_runs_are_abandoned_and_runs_listed_newest_first(database_url: str) -> None:
+    store = open_store(database_url)
+    first = store.start_run(started_at=utcnow(), window_from=None, window_to=None,
+                            explicit_window=False, task_id="t1")
+    second = store.start_run(started_at=utcnow(), window_from=None, window_to=None,
+                             explicit_window=False, task_id="t2", status="skipped")
+    assert store.abandon_running_runs() == 1
+    runs = store.recent_runs()
+    assert [r["id"] for r in runs] == [second, first]
+    assert runs[1]["status"] == "abandoned" and runs[1]["error"]
+    store.engine.dispose()

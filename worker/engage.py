@@ -7,14 +7,16 @@ the whole deployment stays under ENGAGE_RATE_LIMIT requests per second.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import httpx
+import msgspec
 import orjson
 
 from worker.http import Rejected, make_client, send, with_retries
-from worker.money import cents_from_json, cents_to_decimal, cents_to_text
+from worker.money import cents_from_json, cents_to_decimal
 from worker.ratelimit import SharedRateLimiter
 from worker.settings import Settings
 
@@ -22,16 +24,39 @@ SERVICE = "engage"
 MAX_BATCH = 1000
 
 
-class BalanceRow(NamedTuple):
+class BalanceRow(Protocol):
+    """What a push needs of a balance (treazure.BalanceEntry is one)."""
+
+    @property
+    def contact_id(self) -> str: ...
+    @property
+    def amount(self) -> Decimal: ...
+    @property
+    def mutated_at(self) -> datetime | str: ...
+
+
+class Balance(NamedTuple):
     contact_id: str
-    cents: int
-    time_stamp: str
+    amount: Decimal
+    mutated_at: datetime | str
 
 
 class PushResult(NamedTuple):
     transaction_id: str | None
     # contact id → Engage's reason; these rows were not applied.
     not_accepted: dict[str, str]
+
+
+class _PushRow(msgspec.Struct, rename="camel"):
+    contact_id: str
+    amount: Decimal
+    definition_id: int
+    time_stamp: datetime | str
+
+
+# Decimals are written as JSON numbers with their exact text (1250.5, -0.05), never
+# through a binary float; datetimes as RFC 3339 in UTC.
+_encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
 class EngageClient:
@@ -82,15 +107,8 @@ class EngageClient:
 
     def encode_balances(self, rows: Sequence[BalanceRow]) -> bytes:
         definition_id = self._definition_id
-        return orjson.dumps([
-            {
-                "contactId": row.contact_id,
-                # Decimal text spliced in as a JSON number: exact, never a binary float.
-                "amount": orjson.Fragment(cents_to_text(row.cents)),
-                "definitionId": definition_id,
-                "timeStamp": row.time_stamp,
-            }
-            for row in rows
+        return _encode([
+            _PushRow(row.contact_id, row.amount, definition_id, row.mutated_at) for row in rows
         ])
 
     async def push_balances(self, rows: Sequence[BalanceRow]) -> PushResult:

@@ -25,14 +25,26 @@ return string.format('%d', start - now)
 """
 
 
+# Requests are paced a little under the limit: network jitter can bunch requests that left
+# exactly 1/rate apart, and a server counting a sliding second then answers 429 (which
+# costs a whole Retry-After second). 2 % of throughput buys that margin.
+HEADROOM = 0.98
+
+
 class SharedRateLimiter:
-    def __init__(self, redis: Redis, key: str, rate_per_second: float) -> None:
+    def __init__(
+        self, redis: Redis, key: str, rate_per_second: float, headroom: float = HEADROOM
+    ) -> None:
         if rate_per_second <= 0:
             raise ValueError("rate_per_second must be positive")
         self._redis = redis
         self._key = key
-        self._interval_us = round(1_000_000 / rate_per_second)
+        self._interval_us = round(1_000_000 / (rate_per_second * headroom))
         self._script = redis.register_script(_RESERVE)
+
+    @property
+    def interval_seconds(self) -> float:
+        return self._interval_us / 1_000_000
 
     async def reserve(self) -> float:
         """Reserve the next slot; return the seconds until it starts (0 when free now)."""

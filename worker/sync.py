@@ -16,22 +16,36 @@ Duplicates inside a run collapse to the newest `mutatedAt` (`unique` counts cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from worker.engage import BalanceRow, EngageClient
+from worker.engage import EngageClient
 from worker.locks import held_lock
 from worker.settings import Settings
-from worker.store import Store, utcnow
+from worker.store import ContactState, Store, utcnow
 from worker.treazure import BalanceEntry, MalformedEntry, TreazureClient
 
 log = logging.getLogger("pointsync.sync")
 
+T = TypeVar("T")
+# Builds a ContactState in C (the named tuple's own __new__ is a Python call).
+_state = functools.partial(tuple.__new__, ContactState)
+
 RUN_LOCK = "pointsync:lock:sync_balances"
 PROGRESS_EVERY_SECONDS = 2.0
+# Rows sent are written in transactions of up to this many rows, or this often, so a
+# crash makes the next run repeat at most a few seconds of pushes.
+FLUSH_EVERY_ROWS = 50_000
+FLUSH_EVERY_SECONDS = 2.0
+# Memory bound of a run: at most this many batches (of ≤1,000 rows) wait per lane on average.
+QUEUED_BATCHES_PER_LANE = 8
 
 
 class InvalidArgument(ValueError):
@@ -113,12 +127,18 @@ class _Lanes:
         self.batch_size = settings.ENGAGE_BATCH_SIZE
         self.count = settings.ENGAGE_PUSH_CONCURRENCY
         self.counts = Counts()
-        self.duplicates_in_buffer = 0
         self.buffers: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
-        # Two batches queued per lane bounds memory while keeping every lane busy.
+        self.db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-db")
         self.queues: list[asyncio.Queue[dict[str, BalanceEntry] | None]] = [
-            asyncio.Queue(maxsize=2) for _ in range(self.count)
+            asyncio.Queue() for _ in range(self.count)
         ]
+        # Batches waiting over all lanes are bounded together, not per lane: a lane held up
+        # by a 429 must not stop the reader from feeding the other lanes.
+        self.waiting = asyncio.Semaphore(QUEUED_BATCHES_PER_LANE * self.count)
+        # What this run sent and read, not yet written to the store (see flush).
+        self.pending: dict[str, ContactState] = {}
+        self.rejections: list[tuple[int, str, int | None, str | None, str]] = []
+        self.flushed_at = time.monotonic()
 
     async def add(self, entries: list[BalanceEntry]) -> None:
         count = self.count
@@ -126,69 +146,112 @@ class _Lanes:
             lane = hash(entry.contact_id) % count
             buffer = self.buffers[lane]
             held = buffer.get(entry.contact_id)
-            if held is not None:
-                self.duplicates_in_buffer += 1
-                if held.mutated_us > entry.mutated_us:
-                    continue
+            if held is not None and held.mutated_us > entry.mutated_us:
+                continue
             buffer[entry.contact_id] = entry
             if len(buffer) >= self.batch_size:
                 self.buffers[lane] = {}
-                await self.queues[lane].put(buffer)
+                await self.waiting.acquire()
+                self.queues[lane].put_nowait(buffer)
 
     async def close(self) -> None:
         for lane, buffer in enumerate(self.buffers):
             if buffer:
-                await self.queues[lane].put(buffer)
-            await self.queues[lane].put(None)
+                await self.waiting.acquire()
+                self.queues[lane].put_nowait(buffer)
+            self.queues[lane].put_nowait(None)
+
+    async def _db(self, call: Callable[..., T], *args: Any) -> T:
+        # One database thread per run: sqlite3 and psycopg release the GIL while they work,
+        # so the next page is parsed meanwhile; one thread keeps the calls in order and
+        # never shares a connection between threads.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db_thread, functools.partial(call, *args))
 
     async def run_lane(self, lane: int) -> None:
         queue = self.queues[lane]
         while (batch := await queue.get()) is not None:
-            await self._process(batch)
+            try:
+                await self._process(batch)
+            finally:
+                self.waiting.release()
 
     async def _process(self, batch: dict[str, BalanceEntry]) -> None:
         run_id = self.run_id
-        states = self.store.contact_states(list(batch))
+        # A contact lives in one lane and its lane handles one batch at a time, so what
+        # this lane left pending for these contacts cannot change during the awaits below.
+        # A flush (by any lane) swaps `self.pending` for a new dict, so it is looked up
+        # again after every await.
+        known = {cid: self.pending[cid] for cid in batch if cid in self.pending}
+        unknown = [cid for cid in batch if cid not in known]
+        if unknown:
+            known.update(await self._db(self.store.contact_states, unknown))
+        pending = self.pending
         counts = self.counts
         to_push: list[BalanceEntry] = []
-        bumped: list[tuple[str, int, int]] = []
-        seen: list[str] = []
-        for contact_id, entry in batch.items():
-            state = states.get(contact_id)
+        if not known:  # contacts never sent before, as in a first sync: all go
+            counts.unique_contacts += len(batch)
+            to_push = list(batch.values())
+        for contact_id, entry in batch.items() if known else ():
+            state = known.get(contact_id)
             if state is None or state.seen_run_id != run_id:
                 counts.unique_contacts += 1
             if state is None or state.sent_mutated_us is None:
                 to_push.append(entry)
-            elif entry.mutated_us < state.sent_mutated_us:
+                continue
+            if entry.mutated_us < state.sent_mutated_us:
                 counts.stale += 1
-                seen.append(contact_id)
             elif entry.cents == state.sent_cents:
                 counts.unchanged += 1
                 if entry.mutated_us > state.sent_mutated_us:
                     # Same balance, newer time: raise the guard so an older, different
                     # balance read later in this run is refused.
-                    bumped.append((contact_id, entry.cents, entry.mutated_us))
-                else:
-                    seen.append(contact_id)
+                    pending[contact_id] = ContactState(entry.cents, entry.mutated_us, run_id)
+                    continue
             else:
                 to_push.append(entry)
+                continue
+            pending[contact_id] = ContactState(state.sent_cents, state.sent_mutated_us, run_id)
 
-        rejected: list[tuple[str, int | None, str | None, str]] = []
-        sent = bumped
         if to_push:
-            result = await self.engage.push_balances(
-                [BalanceRow(e.contact_id, e.cents, e.mutated_at) for e in to_push]
-            )
-            for entry in to_push:
-                reason = result.not_accepted.get(entry.contact_id)
+            result = await self.engage.push_balances(to_push)
+            pending = self.pending
+            refused = result.not_accepted
+            if not refused:
+                for entry in to_push:
+                    pending[entry.contact_id] = _state((entry.cents, entry.mutated_us, run_id))
+            for entry in to_push if refused else ():
+                reason = refused.get(entry.contact_id)
                 if reason is None:
-                    sent.append((entry.contact_id, entry.cents, entry.mutated_us))
-                else:
-                    rejected.append((entry.contact_id, entry.cents, entry.mutated_at, reason))
-                    seen.append(entry.contact_id)
-            counts.pushed += len(to_push) - len(rejected)
-            counts.rejected += len(rejected)
-        self.store.save_contact_states(sent, seen, run_id, rejected)
+                    pending[entry.contact_id] = _state((entry.cents, entry.mutated_us, run_id))
+                    continue
+                state = known.get(entry.contact_id)
+                pending[entry.contact_id] = ContactState(
+                    state.sent_cents if state else None,
+                    state.sent_mutated_us if state else None, run_id)
+                self.rejections.append((run_id, entry.contact_id, entry.cents,
+                                        entry.mutated_at.isoformat(), reason))
+            counts.rejected += len(refused)
+            counts.pushed += len(to_push) - len(refused)
+        if (len(self.pending) >= FLUSH_EVERY_ROWS
+                or time.monotonic() - self.flushed_at > FLUSH_EVERY_SECONDS):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write what was sent and read since the last flush, in one transaction.
+
+        Lost on a crash, these rows only make the next run push the same balances again,
+        which is harmless; fewer, larger transactions are what keeps SQLite fast with a
+        million random keys.
+        """
+        if not self.pending and not self.rejections:
+            return
+        rows = [(cid, st.sent_cents, st.sent_mutated_us, st.seen_run_id)
+                for cid, st in self.pending.items()]
+        rejections, self.rejections = self.rejections, []
+        self.pending = {}
+        self.flushed_at = time.monotonic()
+        await self._db(self.store.save_contact_states, rows, rejections)
 
 
 async def run_sync(
@@ -247,6 +310,7 @@ async def _locked_run(
     summary = SyncSummary("running", run_id, window.start.isoformat(), window.end.isoformat())
     try:
         await _stream(treazure, lanes, window, store, run_id)
+        await lanes.flush()
         summary.status = "succeeded"
     except asyncio.CancelledError:
         summary.status, summary.error = "failed", "cancelled"
@@ -254,7 +318,11 @@ async def _locked_run(
     except Exception as exc:  # the run records why it failed; the task returns it
         summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
         log.error("sync run %s failed: %s", run_id, summary.error)
+        # What was pushed before the failure is still worth remembering.
+        with contextlib.suppress(Exception):
+            await lanes.flush()
     finally:
+        lanes.db_thread.shutdown(wait=True)
         summary.counts = lanes.counts
         summary.duration_seconds = round(time.monotonic() - clock, 3)
         store.update_run(
@@ -276,7 +344,7 @@ async def _stream(
         async for entries, malformed in treazure.balance_pages(window.start, window.end):
             lanes.counts.fetched += len(entries) + len(malformed)
             if malformed:
-                _record_malformed(store, run_id, lanes, malformed)
+                _record_malformed(run_id, lanes, malformed)
             await lanes.add(entries)
             if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
                 store.update_run(run_id, **asdict(lanes.counts))
@@ -296,10 +364,6 @@ async def _stream(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _record_malformed(
-    store: Store, run_id: int, lanes: _Lanes, malformed: list[MalformedEntry]
-) -> None:
+def _record_malformed(run_id: int, lanes: _Lanes, malformed: list[MalformedEntry]) -> None:
     lanes.counts.rejected += len(malformed)
-    store.save_contact_states(
-        (), (), run_id, [(m.contact_id, None, None, m.reason) for m in malformed]
-    )
+    lanes.rejections.extend((run_id, m.contact_id, None, None, m.reason) for m in malformed)

@@ -7,14 +7,16 @@ answers differently is handled by changing this module alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import httpx
+import msgspec
 import orjson
 from redis.asyncio import Redis
 
@@ -27,7 +29,7 @@ from worker.http import (
     send,
     with_retries,
 )
-from worker.money import cents_from_json, is_guid, parse_utc_micros
+from worker.money import cents_from_json, exact_amount, looks_like_guid
 from worker.settings import Settings
 
 SERVICE = "treazure"
@@ -38,8 +40,13 @@ class BalanceEntry(NamedTuple):
 
     contact_id: str
     cents: int
-    mutated_us: int
-    mutated_at: str
+    mutated_us: int  # mutated_at as µs since the epoch, for cheap comparisons
+    mutated_at: datetime
+    amount: Decimal | float | int  # exact: see money.exact_amount
+
+
+# tuple.__new__ builds the named tuple in C; the generated __new__ is a Python call.
+_new_entry = functools.partial(tuple.__new__, BalanceEntry)
 
 
 class MalformedEntry(NamedTuple):
@@ -238,15 +245,27 @@ class TreazureClient:
             pause = min(pause * 2, 5.0)
             await asyncio.sleep(min(wait, remaining))
 
-    async def _pages(self, href: str) -> AsyncIterator[bytes]:
+    async def _pages(
+        self, href: str
+    ) -> AsyncIterator[tuple[list[BalanceEntry], list[MalformedEntry]]]:
         response = await self._first_page(href)
         while True:
-            body = response.content
-            yield body
-            next_href = orjson.loads(body).get("next") if b'"next"' in body else None
-            if not next_href:
+            raw = response.content
+            next_href = _decode_next(raw).next
+            # The next page is on its way while this one is parsed and consumed.
+            following = (
+                asyncio.create_task(self._read("GET", next_href)) if next_href else None
+            )
+            try:
+                good, bad, _ = parse_page(raw, self._loyalty_id)
+                yield good, bad
+            except BaseException:  # the consumer stopped (or failed): drop the prefetch
+                if following is not None:
+                    following.cancel()
+                raise
+            if following is None:
                 return
-            response = await self._read("GET", next_href)
+            response = await following
 
     async def balance_pages(
         self, mutated_from: datetime, mutated_to: datetime
@@ -260,8 +279,8 @@ class TreazureClient:
         while True:
             href = await self.start_balances_job(mutated_from, mutated_to)
             try:
-                async for raw in self._pages(href):
-                    yield parse_balance_page(raw, self._loyalty_id)
+                async for page in self._pages(href):
+                    yield page
                 return
             except Rejected as exc:
                 if exc.status != 410 or restarted:
@@ -284,29 +303,87 @@ class TreazureClient:
         return None
 
 
+class _Item(msgspec.Struct):
+    accountNumber: str
+    # Turned into exact cents by money.cents_from_json; decimal text is accepted too.
+    balance: int | float | str
+    mutatedAt: Annotated[datetime, msgspec.Meta(tz=True)]
+    loyaltyPointDefinitionId: str | None = None
+
+
+class _Page(msgspec.Struct):
+    items: list[_Item] | None = None
+    next: str | None = None
+
+
+class _LoosePage(msgspec.Struct):
+    items: list[Any] | None = None
+    next: str | None = None
+
+
+class _NextOnly(msgspec.Struct):
+    next: str | None = None
+
+
+_decode_page = msgspec.json.Decoder(_Page).decode
+_decode_next = msgspec.json.Decoder(_NextOnly).decode
+_decode_loose_page = msgspec.json.Decoder(_LoosePage).decode
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _entry(item: _Item) -> BalanceEntry:
+    contact_id = item.accountNumber
+    if not looks_like_guid(contact_id):
+        raise ValueError(f"accountNumber {contact_id!r} is not a GUID")
+    balance = item.balance
+    cents = cents_from_json(balance)
+    # The number as decoded is already exact for output unless it is huge (or text).
+    amount = balance if type(balance) is not str and -1e13 < balance < 1e13 \
+        else exact_amount(cents)
+    moment = item.mutatedAt
+    return _new_entry((contact_id, cents, (moment - _EPOCH) // _MICROSECOND, moment, amount))
+
+
+def parse_page(
+    raw: bytes, loyalty_id: str
+) -> tuple[list[BalanceEntry], list[MalformedEntry], str | None]:
+    """One result page → good rows, bad rows (returned, never dropped) and the next href.
+
+    The whole page is decoded and validated in one C pass; only a page holding a bad row
+    takes the row-by-row path that tells which rows are bad and why.
+    """
+    good: list[BalanceEntry] = []
+    bad: list[MalformedEntry] = []
+    try:
+        page = _decode_page(raw)
+    except msgspec.ValidationError:
+        loose = _decode_loose_page(raw)
+        for item in loose.items or ():
+            try:
+                parsed = msgspec.convert(item, _Item)
+                if parsed.loyaltyPointDefinitionId in (None, loyalty_id):
+                    good.append(_entry(parsed))
+            except (msgspec.ValidationError, ValueError, ArithmeticError) as exc:
+                who = item.get("accountNumber") if isinstance(item, dict) else None
+                bad.append(MalformedEntry(
+                    str(who or "?"), f"malformed entry: {exc}; entry {item!r}"[:200]))
+        return good, bad, loose.next
+    append = good.append
+    for item in page.items or ():
+        if item.loyaltyPointDefinitionId not in (None, loyalty_id):
+            continue  # another program's balance: not ours to sync
+        try:
+            append(_entry(item))
+        except (ValueError, ArithmeticError) as exc:
+            bad.append(MalformedEntry(item.accountNumber, f"malformed entry: {exc}"[:200]))
+    return good, bad, page.next
+
+
 def parse_balance_page(
     raw: bytes, loyalty_id: str
 ) -> tuple[list[BalanceEntry], list[MalformedEntry]]:
-    """Parse one result page. Bad rows are returned, never dropped silently."""
-    items = orjson.loads(raw).get("items") or []
-    good: list[BalanceEntry] = []
-    bad: list[MalformedEntry] = []
-    append = good.append
-    for item in items:
-        try:
-            contact_id = item["accountNumber"]
-            if not isinstance(contact_id, str) or not is_guid(contact_id):
-                raise ValueError(f"accountNumber {contact_id!r} is not a GUID")
-            if item.get("loyaltyPointDefinitionId", loyalty_id) != loyalty_id:
-                continue  # another program's balance: not ours to sync
-            mutated_at = item["mutatedAt"]
-            append(BalanceEntry(
-                contact_id, cents_from_json(item["balance"]), parse_utc_micros(mutated_at),
-                mutated_at,
-            ))
-        except (KeyError, TypeError, ValueError) as exc:
-            who = item.get("accountNumber") if isinstance(item, dict) else None
-            bad.append(MalformedEntry(str(who or "?"), f"malformed entry: {exc}"[:200]))
+    good, bad, _ = parse_page(raw, loyalty_id)
     return good, bad
 
 

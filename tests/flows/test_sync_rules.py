@@ -91,9 +91,12 @@ async def test_older_duplicate_in_one_batch_collapses(parts: Parts,
     assert (summary.counts.fetched, summary.counts.unique_contacts) == (2, 1)
 
 
+@pytest.mark.parametrize("flush_rows", [1, 50_000], ids=["written-each-batch", "held-in-run"])
 async def test_older_entry_after_the_newer_was_pushed_is_never_sent(
-    parts: Parts, remotes: FakeRemotes
+    parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch, flush_rows: int
 ) -> None:
+    """The guard holds whether the newer push is already in the store or still pending."""
+    monkeypatch.setattr("worker.sync.FLUSH_EVERY_ROWS", flush_rows)
     parts.settings.ENGAGE_BATCH_SIZE = 1  # every entry is pushed before the next is read
     remotes.add_page((A, 10, T3))
     remotes.add_page((A, 5, T1))
@@ -170,6 +173,7 @@ async def test_amounts_and_timestamps_sent_exactly(parts: Parts, remotes: FakeRe
 
 async def test_run_is_recorded_with_window_counts_and_outcome(parts: Parts,
                                                               remotes: FakeRemotes) -> None:
+    parts.settings.ENGAGE_BATCH_SIZE = 1000  # one batch per lane: A's two rows collapse
     remotes.not_found = {C}
     remotes.add_page((A, 1, T1), (B, 2, T1), (C, 3, T1), (A, 4, T2))
     summary = await sync(parts, since="2026-11-21T00:00:00Z")

@@ -43,11 +43,11 @@ def test_watermark_comes_only_from_successful_scheduled_runs(database_url: str) 
     store.engine.dispose()
 
 
-def test_contact_states_upsert_without_losing_what_was_sent(database_url: str) -> None:
+def test_contact_states_upsert(database_url: str) -> None:
     store = open_store(database_url)
-    store.save_contact_states([("a", 100, 1), ("b", 200, 2)], [], 1)
-    store.save_contact_states([("a", 150, 3)], ["b", "c"], 2,
-                              [("c", 5, "2026-11-21T08:00:00Z", "ContactNotFound")])
+    store.save_contact_states([("a", 100, 1, 1), ("b", 200, 2, 1)])
+    store.save_contact_states([("a", 150, 3, 2), ("b", 200, 2, 2), ("c", None, None, 2)],
+                              [(2, "c", 5, "2026-11-21T08:00:00Z", "ContactNotFound")])
     states = store.contact_states(["a", "b", "c", "d"])
     assert (states["a"].sent_cents, states["a"].sent_mutated_us, states["a"].seen_run_id) == \
         (150, 3, 2)

@@ -11,7 +11,7 @@ import pytest
 import respx
 from unit_support import API_KEY, ENGAGE, SleepRecorder, json_response, mocked_http
 
-from worker.engage import BalanceRow, EngageClient, PushResult
+from worker.engage import Balance, EngageClient, PushResult
 from worker.http import Rejected, Retryable
 from worker.ratelimit import SharedRateLimiter
 from worker.settings import Settings
@@ -45,8 +45,8 @@ def answering(events: list[str], *answers: httpx.Response | Exception):
     return answer
 
 
-def rows(count: int) -> list[BalanceRow]:
-    return [BalanceRow(f"c{i}", i, AT) for i in range(count)]
+def rows(count: int) -> list[Balance]:
+    return [Balance(f"c{i}", Decimal(i), AT) for i in range(count)]
 
 
 @pytest.fixture
@@ -94,10 +94,10 @@ async def test_push_sends_the_required_headers_and_exact_amounts(
         push = mock.post(PUSH_V3).mock(return_value=json_response(202, {"transactionId": "t"}))
         async with EngageClient(settings, RecordingLimiter(events)) as engage:  # type: ignore[arg-type]
             await engage.push_balances([
-                BalanceRow("c1", 125050, AT),
-                BalanceRow("c2", -5, "2026-11-21T09:15:00Z"),
-                BalanceRow("c3", 300, AT),
-                BalanceRow("c4", 1234567890123456789, AT),
+                Balance("c1", Decimal("1250.5"), AT),
+                Balance("c2", Decimal("-0.05"), "2026-11-21T09:15:00Z"),
+                Balance("c3", Decimal("3"), AT),
+                Balance("c4", Decimal("12345678901234567.89"), AT),
             ])
 
     request = push.calls[0].request
@@ -128,7 +128,7 @@ async def test_api_version_and_definition_come_from_settings(
     v3 = api.post(PUSH_V3).mock(return_value=httpx.Response(202))
     engage = make_engage(make_settings(ENGAGE_API_VERSION="v2", ENGAGE_DEFINITION_ID=7))
 
-    await engage.push_balances([BalanceRow("c1", 100, AT)])
+    await engage.push_balances([Balance("c1", Decimal(1), AT)])
 
     assert (v2.call_count, v3.call_count) == (1, 0)
     assert json.loads(v2.calls[0].request.content)[0]["definitionId"] == 7
@@ -249,7 +249,7 @@ async def test_rejected_push_is_not_retried(api, engage, events, status) -> None
 async def test_the_shared_limiter_paces_successive_pushes(
     api, make_engage, redis, sleeps: SleepRecorder
 ) -> None:
-    limiter = SharedRateLimiter(redis, "pointsync:engage-rate", 1.0)
+    limiter = SharedRateLimiter(redis, "pointsync:engage-rate", 1.0, headroom=1.0)
     engage = make_engage(limiter=limiter)
     push = api.post(PUSH_V3).mock(return_value=httpx.Response(202))
 

@@ -38,6 +38,26 @@ FROM = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 TO = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
+class ExactAmount:
+    """Equal to any number whose shortest text is exactly this decimal (what JSON gets)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int | float | Decimal) and Decimal(str(other)) == Decimal(
+            self.text)
+
+    def __repr__(self) -> str:
+        return f"ExactAmount({self.text})"
+
+
+def entry(contact_id: str, amount: str, at: str) -> BalanceEntry:
+    """The entry a page row should become: exact cents and amount, the instant of `at`."""
+    return BalanceEntry(contact_id, int(Decimal(amount).scaleb(2)), parse_utc_micros(at),
+                        datetime.fromisoformat(at), ExactAmount(amount))  # type: ignore[arg-type]
+
+
 def G(short: str) -> str:
     """A GUID contact id ending in `short`, readable in assertions."""
     return f"00000000-0000-0000-0000-{short.encode().hex():0>12}"
@@ -308,10 +328,8 @@ async def test_job_is_polled_with_retry_after_then_pages_are_followed(
     assert result.call_count == 2
     assert page_two.call_count == 1
     assert pages[0] == ([
-        BalanceEntry(G("c1"), 125050, parse_utc_micros("2026-11-21T09:14:03Z"),
-                     "2026-11-21T09:14:03Z"),
-        BalanceEntry(G("c2"), -5, parse_utc_micros("2026-11-21T09:15:00Z"),
-                     "2026-11-21T09:15:00Z"),
+        entry(G("c1"), "1250.5", "2026-11-21T09:14:03Z"),
+        entry(G("c2"), "-0.05", "2026-11-21T09:15:00Z"),
     ], [])
     assert contacts(pages) == [[G("c1"), G("c2")], [G("c3")]]
 
@@ -570,10 +588,12 @@ def test_parse_page_reads_exact_cents_and_times() -> None:
 
     assert bad == []
     assert good == [
-        BalanceEntry(G("c1"), 125050, parse_utc_micros("2026-11-21T09:14:03Z"),
-                     "2026-11-21T09:14:03Z"),
-        BalanceEntry(G("c2"), 29, parse_utc_micros("2026-11-21T09:14:03Z") + 500_000,
-                     "2026-11-21T09:14:03.5Z"),
+        entry(G("c1"), "1250.5", "2026-11-21T09:14:03Z"),
+        entry(G("c2"), "0.29", "2026-11-21T09:14:03.5Z"),
+    ]
+    assert good[1].mutated_us == parse_utc_micros("2026-11-21T09:14:03Z") + 500_000
+    assert [(e.cents, str(e.amount)) for e in good] == [
+        (125050, "1250.5"), (29, "0.29"),
     ]
 
 

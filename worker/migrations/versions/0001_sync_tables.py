@@ -40,6 +40,9 @@ def upgrade() -> None:
         sa.Column("sent_cents", sa.BigInteger),
         sa.Column("sent_mutated_us", sa.BigInteger),
         sa.Column("seen_run_id", sa.Integer),
+        # SQLite: one B-tree keyed by contact id instead of a rowid table plus an index,
+        # which halves the work of the million-row upserts of a large sync.
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "sync_rejections",

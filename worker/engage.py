@@ -70,16 +70,17 @@ class EngageClient:
         self._limiter = limiter
         self._definition_id = settings.ENGAGE_DEFINITION_ID
         self._prefix = f"/api/{settings.ENGAGE_API_VERSION}/point-accounts"
+        # Sent on every request, also through a client handed in (tests, shared pools).
+        self._headers = {
+            "apikey": settings.ENGAGE_API_KEY.get_secret_value(),
+            "User-Agent": settings.USER_AGENT,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
         self._http = http or make_client(
             str(settings.ENGAGE_BASE_URL),
             timeout=settings.HTTP_TIMEOUT_SECONDS,
             connect_timeout=settings.HTTP_CONNECT_TIMEOUT_SECONDS,
-            headers={
-                "apikey": settings.ENGAGE_API_KEY.get_secret_value(),
-                "User-Agent": settings.USER_AGENT,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
             max_connections=max(8, settings.ENGAGE_PUSH_CONCURRENCY * 2),
         )
 
@@ -95,7 +96,7 @@ class EngageClient:
     async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         async def once() -> httpx.Response:
             await self._limiter.acquire()
-            request = self._http.build_request(method, url, **kwargs)
+            request = self._http.build_request(method, url, headers=self._headers, **kwargs)
             # A balance push is a plain overwrite: repeating the same one is harmless,
             # so every failure that may be transient is retried like a read.
             return await send(self._http, SERVICE, request)

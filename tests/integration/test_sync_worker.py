@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from collections.abc import Callable
 
+import pytest
 import redis
 from celery import Celery
 from sqlalchemy import func, select
@@ -144,3 +146,66 @@ def test_worker_refuses_to_start_on_a_missing_setting(redis_url: str) -> None:
     assert len(lines) == 1
     assert "TREAZURE_BASE_URL is required" in lines[0]
     assert "ENGAGE_RATE_LIMIT is malformed" in lines[0]
+
+
+def test_sync_rides_out_faults_on_both_apis(
+    sim: Sim, start_worker: Callable[..., CeleryProcess], client: Celery
+) -> None:
+    sim.post("seed", {"contacts": 12_000})
+    faults = [
+        {"target": "treazure.token", "kind": "status", "status": 503, "body": "html"},
+        {"target": "treazure.balances_start", "kind": "status", "status": 429,
+         "retry_after": "1"},
+        {"target": "treazure.balances_result", "kind": "status", "status": 502, "count": 2},
+        {"target": "treazure.balances_result", "kind": "drop"},
+        {"target": "treazure.balances_result", "kind": "expire"},  # restart the job once
+        {"target": "engage.balances", "kind": "status", "status": 429, "retry_after": "1",
+         "count": 2},
+        {"target": "engage.balances", "kind": "status", "status": 503, "body": "text"},
+        {"target": "engage.balances", "kind": "drop_after_apply"},
+        {"target": "engage.balances", "kind": "latency", "seconds": 1.5},
+    ]
+    for fault in faults:
+        sim.post("faults", fault)
+    start_worker()
+    summary = client.send_task(TASK).get(timeout=180)
+    assert summary["status"] == "succeeded"
+    assert summary["unique_contacts"] == 12_000
+    assert summary["pushed"] + summary["unchanged"] == 12_000
+    assert sim.compare()["mismatch_count"] == 0
+    assert sim.stats()["faults_pending"] == 0  # every injected fault was met
+
+
+def test_a_permanent_refusal_fails_the_run_and_keeps_the_watermark(
+    sim: Sim, start_worker: Callable[..., CeleryProcess], client: Celery, store: Store
+) -> None:
+    sim.post("seed", {"contacts": 500})
+    sim.post("faults", {"target": "treazure.balances_start", "kind": "status",
+                        "status": 400, "body": "json"})
+    start_worker()
+    result = client.send_task(TASK)
+    with pytest.raises(Exception, match="HTTP 400"):
+        result.get(timeout=60)
+    (run,) = store.recent_runs()
+    assert run["status"] == "failed" and "HTTP 400" in run["error"]
+    assert store.watermark() is None
+    assert client.send_task(TASK).get(timeout=60)["status"] == "succeeded"
+
+
+def test_cli_sync_wait_prints_the_summary(
+    sim: Sim, start_worker: Callable[..., CeleryProcess], worker_env: dict[str, str]
+) -> None:
+    sim.post("seed", {"contacts": 300})
+    start_worker()
+    done = subprocess.run(
+        [str(BIN / "pointsync"), "sync", "--wait", "--json"],
+        env={**os.environ, **worker_env}, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["status"], summary["pushed"]) == ("succeeded", 300)
+    status = subprocess.run(
+        [str(BIN / "pointsync"), "status", "--json"],
+        env={**os.environ, **worker_env}, capture_output=True, text=True, timeout=60,
+    )
+    assert json.loads(status.stdout)["runs"][0]["pushed"] == 300

@@ -37,25 +37,41 @@ class RssSampler(threading.Thread):
         self.root = psutil.Process(pid)
         self.peak_total = 0
         self.peak_single = 0
+        self.peak_pss = 0
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.wait(0.1):
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
-                sizes = [p.memory_info().rss for p in procs]
+                infos = [p.memory_full_info() for p in procs]
             except psutil.Error:
                 continue
+            sizes = [info.rss for info in infos]
             self.peak_total = max(self.peak_total, sum(sizes))
             self.peak_single = max(self.peak_single, max(sizes))
+            # PSS splits pages a forked child still shares with its parent between them,
+            # so the sum is what the processes really occupy; the RSS sum counts them twice.
+            self.peak_pss = max(self.peak_pss, sum(info.pss for info in infos))
 
     def stop(self) -> None:
         self._halt.set()
         self.join()
 
 
+def cpu_calibration() -> float:
+    """Seconds for a fixed pure-Python workload: this VM's speed varies by ±20 % over
+    minutes, so each result carries the speed it was measured at."""
+    began = time.process_time()
+    total = 0
+    for i in range(5_000_000):
+        total += i * i % 7
+    return round(time.process_time() - began, 3)
+
+
 def sync_benchmark(contacts: int, rate_limit: float, redis_url: str) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="pointsync-bench-"))
+    calibration = cpu_calibration()
     redis.Redis.from_url(redis_url).flushdb()
     print(f"seeding {contacts:,} changed balances …", flush=True)
     sims = start_simulators(seed_contacts=contacts)
@@ -96,6 +112,8 @@ def sync_benchmark(contacts: int, rate_limit: float, redis_url: str) -> dict[str
         "items_per_second": round(first["pushed"] / wall),
         "peak_rss_mb_all_worker_processes": round(sampler.peak_total / 2**20, 1),
         "peak_rss_mb_largest_process": round(sampler.peak_single / 2**20, 1),
+        "peak_pss_mb_all_worker_processes": round(sampler.peak_pss / 2**20, 1),
+        "cpu_calibration_seconds": calibration,
         "engage_requests": stats["engage_push_requests"],
         "engage_429": stats["engage_429"],
         "engage_peak_rps": stats["engage_peak_rps"],
@@ -117,6 +135,10 @@ def print_sync(result: dict[str, Any]) -> None:
         ("peak RSS, worker (all processes)", f"{result['peak_rss_mb_all_worker_processes']} MB",
          "target < 250 MB"),
         ("peak RSS, largest process", f"{result['peak_rss_mb_largest_process']} MB", ""),
+        ("peak PSS, worker (all processes)",
+         f"{result['peak_pss_mb_all_worker_processes']} MB", "shared pages counted once"),
+        ("CPU calibration", f"{result['cpu_calibration_seconds']:.2f} s",
+         "fixed workload; lower is a faster machine"),
         ("Engage 429s / peak req/s", f"{result['engage_429']} / {result['engage_peak_rps']}", ""),
         ("Engage equals Treazure", "yes" if result["check_mismatches"] == 0 else
          f"NO ({result['check_mismatches']} differ)", ""),

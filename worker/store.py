@@ -119,10 +119,10 @@ def make_engine(url: str) -> Engine:
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA busy_timeout=30000")
-            # Upserts of random GUID keys touch pages all over the index: 32 MiB of cache
+            # Upserts of random GUID keys touch pages all over the index: 16 MiB of cache
             # (default 2 MiB) and a larger WAL between checkpoints (default 1,000 pages)
             # mean a hot page is written far fewer times.
-            cursor.execute("PRAGMA cache_size=-32768")
+            cursor.execute("PRAGMA cache_size=-16384")
             cursor.execute("PRAGMA wal_autocheckpoint=10000")
             cursor.close()
 
@@ -145,6 +145,8 @@ def upgrade_schema(engine: Engine) -> None:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # SQLite in memory lives in one connection that threads must not use at once.
+        self.single_connection = isinstance(engine.pool, StaticPool)
         # The driver's own placeholder: `?` for sqlite3, `%s` for psycopg.
         self._mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
 

@@ -42,7 +42,7 @@ RUN_LOCK = "pointsync:lock:sync_balances"
 PROGRESS_EVERY_SECONDS = 2.0
 # Rows sent are written in transactions of up to this many rows, or this often, so a
 # crash makes the next run repeat at most a few seconds of pushes.
-FLUSH_EVERY_ROWS = 50_000
+FLUSH_EVERY_ROWS = 25_000
 FLUSH_EVERY_SECONDS = 2.0
 # Memory bound of a run: at most this many batches (of ≤1,000 rows) wait per lane on average.
 QUEUED_BATCHES_PER_LANE = 8
@@ -128,7 +128,14 @@ class _Lanes:
         self.count = settings.ENGAGE_PUSH_CONCURRENCY
         self.counts = Counts()
         self.buffers: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
-        self.db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-db")
+        self.db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-db-read")
+        # Flushes write on a connection of their own, so reads never queue behind a large
+        # transaction (SQLite's WAL lets readers go on while one writer commits). A store
+        # with one shared connection (SQLite in memory) keeps everything on one thread.
+        self.write_thread = self.db_thread if store.single_connection else ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sync-db-write")
+        self.flush_lock = asyncio.Lock()
+        self.flush_task: asyncio.Task[None] | None = None
         self.queues: list[asyncio.Queue[dict[str, BalanceEntry] | None]] = [
             asyncio.Queue() for _ in range(self.count)
         ]
@@ -137,6 +144,7 @@ class _Lanes:
         self.waiting = asyncio.Semaphore(QUEUED_BATCHES_PER_LANE * self.count)
         # What this run sent and read, not yet written to the store (see flush).
         self.pending: dict[str, ContactState] = {}
+        self.flushing: dict[str, ContactState] = {}
         self.rejections: list[tuple[int, str, int | None, str | None, str]] = []
         self.flushed_at = time.monotonic()
 
@@ -154,7 +162,7 @@ class _Lanes:
                 await self.waiting.acquire()
                 self.queues[lane].put_nowait(buffer)
 
-    async def close(self) -> None:
+    async def end_of_input(self) -> None:
         for lane, buffer in enumerate(self.buffers):
             if buffer:
                 await self.waiting.acquire()
@@ -183,6 +191,10 @@ class _Lanes:
         # A flush (by any lane) swaps `self.pending` for a new dict, so it is looked up
         # again after every await.
         known = {cid: self.pending[cid] for cid in batch if cid in self.pending}
+        if self.flushing:
+            flushing = self.flushing
+            known.update((cid, flushing[cid]) for cid in batch
+                         if cid in flushing and cid not in known)
         unknown = [cid for cid in batch if cid not in known]
         if unknown:
             known.update(await self._db(self.store.contact_states, unknown))
@@ -233,25 +245,45 @@ class _Lanes:
                                         entry.mutated_at.isoformat(), reason))
             counts.rejected += len(refused)
             counts.pushed += len(to_push) - len(refused)
-        if (len(self.pending) >= FLUSH_EVERY_ROWS
-                or time.monotonic() - self.flushed_at > FLUSH_EVERY_SECONDS):
-            await self.flush()
+        due = (len(self.pending) >= FLUSH_EVERY_ROWS
+               or time.monotonic() - self.flushed_at > FLUSH_EVERY_SECONDS)
+        if due and (self.flush_task is None or self.flush_task.done()):
+            if self.flush_task is not None:
+                self.flush_task.result()  # a failed flush fails the run here
+            # In the background: the lanes go on pushing while the rows are written.
+            self.flush_task = asyncio.create_task(self.flush())
 
     async def flush(self) -> None:
         """Write what was sent and read since the last flush, in one transaction.
 
-        Lost on a crash, these rows only make the next run push the same balances again,
-        which is harmless; fewer, larger transactions are what keeps SQLite fast with a
-        million random keys.
+        Until the write commits, the rows stay readable in `flushing`. Lost on a crash,
+        they only make the next run push the same balances again, which is harmless; few
+        large transactions are what keeps SQLite fast with a million random keys.
         """
-        if not self.pending and not self.rejections:
-            return
-        rows = [(cid, st.sent_cents, st.sent_mutated_us, st.seen_run_id)
-                for cid, st in self.pending.items()]
-        rejections, self.rejections = self.rejections, []
-        self.pending = {}
-        self.flushed_at = time.monotonic()
-        await self._db(self.store.save_contact_states, rows, rejections)
+        async with self.flush_lock:
+            if not self.pending and not self.rejections:
+                return
+            snapshot, self.pending = self.pending, {}
+            rejections, self.rejections = self.rejections, []
+            self.flushing = snapshot
+            self.flushed_at = time.monotonic()
+            rows = [(cid, st.sent_cents, st.sent_mutated_us, st.seen_run_id)
+                    for cid, st in snapshot.items()]
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self.write_thread, functools.partial(
+                self.store.save_contact_states, rows, rejections))
+            # Only once committed: after a failed write the overlay keeps guarding.
+            self.flushing = {}
+
+    async def finish(self) -> None:
+        """Wait for a flush under way (raising its error), then write the rest."""
+        if self.flush_task is not None:
+            await self.flush_task
+        await self.flush()
+
+    def stop_threads(self) -> None:
+        self.db_thread.shutdown(wait=True)
+        self.write_thread.shutdown(wait=True)
 
 
 async def run_sync(
@@ -310,7 +342,7 @@ async def _locked_run(
     summary = SyncSummary("running", run_id, window.start.isoformat(), window.end.isoformat())
     try:
         await _stream(treazure, lanes, window, store, run_id)
-        await lanes.flush()
+        await lanes.finish()
         summary.status = "succeeded"
     except asyncio.CancelledError:
         summary.status, summary.error = "failed", "cancelled"
@@ -320,9 +352,9 @@ async def _locked_run(
         log.error("sync run %s failed: %s", run_id, summary.error)
         # What was pushed before the failure is still worth remembering.
         with contextlib.suppress(Exception):
-            await lanes.flush()
+            await lanes.finish()
     finally:
-        lanes.db_thread.shutdown(wait=True)
+        lanes.stop_threads()
         summary.counts = lanes.counts
         summary.duration_seconds = round(time.monotonic() - clock, 3)
         store.update_run(
@@ -349,7 +381,7 @@ async def _stream(
             if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
                 store.update_run(run_id, **asdict(lanes.counts))
                 last_progress = time.monotonic()
-        await lanes.close()
+        await lanes.end_of_input()
 
     tasks = [asyncio.create_task(produce())]
     tasks += [asyncio.create_task(lanes.run_lane(i)) for i in range(lanes.count)]

@@ -5,10 +5,11 @@ Inside the worker a balance is an int of hundredths, so no sum ever meets a bina
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 # Below 10^13 (10^15 hundredths: 15 significant digits) a double names exactly one
 # hundredth, so the float of a JSON number with two decimals round-trips to its cents.
 _EXACT_FLOAT = 1e13
@@ -48,30 +49,15 @@ def cents_from_json(value: object) -> int:
     return int(hundredths)
 
 
-def cents_to_text(cents: int) -> str:
-    """Decimal text of a cents amount: 125050 → '1250.5', -5 → '-0.05', 300 → '3'."""
-    sign = "-" if cents < 0 else ""
-    whole, frac = divmod(abs(cents), 100)
-    if frac == 0:
-        return f"{sign}{whole}"
-    return f"{sign}{whole}.{frac:02d}".rstrip("0")
-
-
 def cents_to_decimal(cents: int) -> Decimal:
     return Decimal(cents).scaleb(-2)
 
 
-def parse_utc_micros(text: str) -> int:
-    """Microseconds since the epoch from an ISO-8601 time that names its offset (e.g. `Z`)."""
-    moment = datetime.fromisoformat(text)
+def utc_micros(moment: datetime) -> int:
+    """Microseconds since the epoch of a timezone-aware time, exactly (no float)."""
     if moment.tzinfo is None:
-        raise ValueError(f"time {text!r} has no timezone")
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def micros_to_datetime(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC)
+        raise ValueError(f"time {moment.isoformat()} has no timezone")
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 def exact_amount(cents: int) -> int | float | Decimal:

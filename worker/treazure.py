@@ -11,7 +11,7 @@ import functools
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, NamedTuple
 
@@ -29,7 +29,7 @@ from worker.http import (
     send,
     with_retries,
 )
-from worker.money import cents_from_json, exact_amount, looks_like_guid
+from worker.money import cents_from_json, exact_amount, looks_like_guid, utc_micros
 from worker.settings import Settings
 
 SERVICE = "treazure"
@@ -328,8 +328,6 @@ class _NextOnly(msgspec.Struct):
 _decode_page = msgspec.json.Decoder(_Page).decode
 _decode_next = msgspec.json.Decoder(_NextOnly).decode
 _decode_loose_page = msgspec.json.Decoder(_LoosePage).decode
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def _entry(item: _Item) -> BalanceEntry:
@@ -342,7 +340,7 @@ def _entry(item: _Item) -> BalanceEntry:
     amount = balance if type(balance) is not str and -1e13 < balance < 1e13 \
         else exact_amount(cents)
     moment = item.mutatedAt
-    return _new_entry((contact_id, cents, (moment - _EPOCH) // _MICROSECOND, moment, amount))
+    return _new_entry((contact_id, cents, utc_micros(moment), moment, amount))
 
 
 def parse_page(

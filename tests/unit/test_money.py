@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from worker.money import cents_from_json, cents_to_text, parse_utc_micros
+from worker.money import cents_from_json, exact_amount, utc_micros
 
 
 @pytest.mark.parametrize(
@@ -68,13 +68,17 @@ def test_non_numbers_are_refused(value: object) -> None:
         (123456789012345, "1234567890123.45"),
     ],
 )
-def test_cents_to_text(cents: int, text: str) -> None:
-    assert cents_to_text(cents) == text
+def test_exact_amount_prints_the_exact_decimal(cents: int, text: str) -> None:
+    assert str(exact_amount(cents)) == text
 
 
 @pytest.mark.parametrize("cents", [0, 1, -1, 99, -99, 100, 125050, -125050, 987654321])
 def test_text_reads_back_to_the_same_cents(cents: int) -> None:
-    assert cents_from_json(cents_to_text(cents)) == cents
+    assert cents_from_json(str(exact_amount(cents))) == cents
+
+
+def parse_utc_micros(text: str) -> int:
+    return utc_micros(datetime.fromisoformat(text))
 
 
 def test_time_with_z_suffix() -> None:

@@ -16,7 +16,7 @@ import respx
 from unit_support import CLIENT_SECRET, TREAZURE, SleepRecorder, json_response, mocked_http
 
 from worker.http import Rejected, RemoteError, Retryable
-from worker.money import parse_utc_micros
+from worker.money import utc_micros
 from worker.settings import Settings
 from worker.treazure import (
     BalanceEntry,
@@ -50,6 +50,10 @@ class ExactAmount:
 
     def __repr__(self) -> str:
         return f"ExactAmount({self.text})"
+
+
+def parse_utc_micros(text: str) -> int:
+    return utc_micros(datetime.fromisoformat(text))
 
 
 def entry(contact_id: str, amount: str, at: str) -> BalanceEntry:

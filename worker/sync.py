@@ -45,7 +45,7 @@ PROGRESS_EVERY_SECONDS = 2.0
 FLUSH_EVERY_ROWS = 25_000
 FLUSH_EVERY_SECONDS = 2.0
 # Memory bound of a run: at most this many batches (of ≤1,000 rows) wait per lane on average.
-QUEUED_BATCHES_PER_LANE = 8
+QUEUED_BATCHES_PER_LANE = 4
 
 
 class InvalidArgument(ValueError):

@@ -169,10 +169,9 @@ class _Lanes:
                 self.queues[lane].put_nowait(buffer)
             self.queues[lane].put_nowait(None)
 
-    async def _db(self, call: Callable[..., T], *args: Any) -> T:
-        # One database thread per run: sqlite3 and psycopg release the GIL while they work,
-        # so the next page is parsed meanwhile; one thread keeps the calls in order and
-        # never shares a connection between threads.
+    async def _read_db(self, call: Callable[..., T], *args: Any) -> T:
+        # Off the event loop: sqlite3 and psycopg release the GIL while they work, so
+        # pages are parsed and pushes sent meanwhile.
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.db_thread, functools.partial(call, *args))
 
@@ -197,7 +196,7 @@ class _Lanes:
                          if cid in flushing and cid not in known)
         unknown = [cid for cid in batch if cid not in known]
         if unknown:
-            known.update(await self._db(self.store.contact_states, unknown))
+            known.update(await self._read_db(self.store.contact_states, unknown))
         pending = self.pending
         counts = self.counts
         to_push: list[BalanceEntry] = []

@@ -6,6 +6,7 @@ migrations in worker/migrations (see `upgrade_schema`); the tables here describe
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,7 +236,8 @@ class Store:
     ) -> None:
         """Upsert (contact, sent cents, sent mutated µs, seen run) rows, and rejected rows
         (run, contact, cents, mutatedAt, reason), in one transaction."""
-        rows = list(states)
+        # In key order, a transaction meets each index page once, not once per row.
+        rows = sorted(states, key=operator.itemgetter(0))
         rejection_rows = [
             {"run_id": run_id, "contact_id": cid, "cents": cents, "mutated_at": at,
              "reason": reason[:200], "created_at": utcnow()}

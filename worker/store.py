@@ -96,8 +96,12 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 
 class ContactState(NamedTuple):
-    """What Engage was last sent for a contact, and the last sync run that read it."""
+    """What Engage was last sent for a contact, and the last sync run that read it.
 
+    Shaped like a row of contact_balances, so rows pass to and from the driver as they are.
+    """
+
+    contact_id: str
     sent_cents: int | None
     sent_mutated_us: int | None
     seen_run_id: int | None
@@ -227,11 +231,11 @@ class Store:
         )
         with self.engine.connect() as conn:
             rows = conn.exec_driver_sql(query, tuple(contact_ids)).all()
-        return {row[0]: ContactState._make(row[1:]) for row in rows}
+        return {row[0]: ContactState._make(row) for row in rows}
 
     def save_contact_states(
         self,
-        states: Iterable[tuple[str, int | None, int | None, int | None]],
+        states: Iterable[tuple[str, int | None, int | None, int | None] | ContactState],
         rejections: Iterable[tuple[int, str, int | None, str | None, str]] = (),
     ) -> None:
         """Upsert (contact, sent cents, sent mutated µs, seen run) rows, and rejected rows

@@ -217,12 +217,13 @@ class _Lanes:
                 if entry.mutated_us > state.sent_mutated_us:
                     # Same balance, newer time: raise the guard so an older, different
                     # balance read later in this run is refused.
-                    pending[contact_id] = ContactState(entry.cents, entry.mutated_us, run_id)
+                    pending[contact_id] = _state(
+                        (contact_id, entry.cents, entry.mutated_us, run_id))
                     continue
             else:
                 to_push.append(entry)
                 continue
-            pending[contact_id] = ContactState(state.sent_cents, state.sent_mutated_us, run_id)
+            pending[contact_id] = state._replace(seen_run_id=run_id)
 
         if to_push:
             result = await self.engage.push_balances(to_push)
@@ -230,16 +231,17 @@ class _Lanes:
             refused = result.not_accepted
             if not refused:
                 for entry in to_push:
-                    pending[entry.contact_id] = _state((entry.cents, entry.mutated_us, run_id))
+                    pending[entry.contact_id] = _state(
+                        (entry.contact_id, entry.cents, entry.mutated_us, run_id))
             for entry in to_push if refused else ():
                 reason = refused.get(entry.contact_id)
                 if reason is None:
-                    pending[entry.contact_id] = _state((entry.cents, entry.mutated_us, run_id))
+                    pending[entry.contact_id] = _state(
+                        (entry.contact_id, entry.cents, entry.mutated_us, run_id))
                     continue
                 state = known.get(entry.contact_id)
-                pending[entry.contact_id] = ContactState(
-                    state.sent_cents if state else None,
-                    state.sent_mutated_us if state else None, run_id)
+                pending[entry.contact_id] = state._replace(seen_run_id=run_id) if state \
+                    else _state((entry.contact_id, None, None, run_id))
                 self.rejections.append((run_id, entry.contact_id, entry.cents,
                                         entry.mutated_at.isoformat(), reason))
             counts.rejected += len(refused)
@@ -266,8 +268,7 @@ class _Lanes:
             rejections, self.rejections = self.rejections, []
             self.flushing = snapshot
             self.flushed_at = time.monotonic()
-            rows = [(cid, st.sent_cents, st.sent_mutated_us, st.seen_run_id)
-                    for cid, st in snapshot.items()]
+            rows = list(snapshot.values())
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.write_thread, functools.partial(
                 self.store.save_contact_states, rows, rejections))

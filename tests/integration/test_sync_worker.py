@@ -78,7 +78,7 @@ def test_two_runs_never_overlap(
 ) -> None:
     sim.post("seed", {"contacts": 3000})
     sim.post("faults", {"target": "treazure.balances_result", "kind": "latency",
-                        "seconds": 2, "count": 1})
+                        "seconds": 5, "count": 1})
     start_worker()
     slow = client.send_task(TASK)
     wait_for(lambda: redis.Redis.from_url(redis_url).exists(RUN_LOCK) == 1, 30, "the run lock")

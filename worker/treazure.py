@@ -203,6 +203,15 @@ class TreazureClient:
         request.headers["Authorization"] = f"Bearer {await self.token.get()}"
         return await send(self._http, SERVICE, request, write=write)
 
+    async def _read_json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        """A repeatable call whose answer must be a JSON object; a garbled 2xx body (a
+        proxy's HTML page, say) is retried like a 5xx."""
+
+        async def once() -> dict[str, Any]:
+            return _json(await self._authorized(method, url, **kwargs))
+
+        return await self._with_retries(once)
+
     async def _read(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """A call that is safe to repeat, retried on connect errors, 429 and 5xx."""
         return await self._with_retries(lambda: self._authorized(method, url, **kwargs))
@@ -216,11 +225,11 @@ class TreazureClient:
             "loyaltyPointDefinitionId": self._loyalty_id,
         }
         # Starting a job reads nothing and changes nothing: repeating it is harmless.
-        response = await self._read(
+        answer = await self._read_json(
             "POST", "/api/v1.0/LoyaltyVault/Balances/Get", content=orjson.dumps(body),
             headers={"Content-Type": "application/json"},
         )
-        href = _json(response).get("href")
+        href = answer.get("href")
         if not isinstance(href, str) or not href.startswith("/"):
             raise Rejected(SERVICE, "Balances/Get answered without a relative href")
         return href
@@ -292,12 +301,13 @@ class TreazureClient:
     async def get_balance(self, contact_id: str) -> Decimal | None:
         """The account's current balance in our loyalty program; None if unknown."""
         try:
-            response = await self._read("GET", f"/api/v1.0/LoyaltyVault/Account/{contact_id}")
+            account = await self._read_json(
+                "GET", f"/api/v1.0/LoyaltyVault/Account/{contact_id}")
         except Rejected as exc:
             if exc.status == 404:
                 return None
             raise
-        for program in _json(response).get("loyaltyPrograms") or []:
+        for program in account.get("loyaltyPrograms") or []:
             if program.get("loyaltyPointDefinitionId") == self._loyalty_id:
                 return Decimal(cents_from_json(program["balance"])).scaleb(-2)
         return None

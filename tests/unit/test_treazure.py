@@ -455,6 +455,17 @@ async def test_unknown_job_is_rejected_without_restart(api, client, tokens) -> N
     assert start.call_count == 1
 
 
+async def test_a_garbled_success_body_is_retried(api, client, tokens) -> None:
+    """A proxy's HTML page under a 2xx is not Treazure's answer: ask again."""
+    start = api.post(START_JOB).mock(side_effect=[
+        httpx.Response(202, text="<html>gateway</html>"), job_started(JOB_1),
+    ])
+    api.get(f"{JOB_1}/result").mock(return_value=page([item(G("c1"), 1)]))
+
+    assert contacts(await collect(client)) == [[G("c1")]]
+    assert start.call_count == 2
+
+
 @pytest.mark.parametrize(
     "fault",
     [

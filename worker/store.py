@@ -168,6 +168,16 @@ class Store:
             )
             return result.rowcount or 0
 
+    def has_running_run(self, task_id: str) -> bool:
+        """Whether a run of this Celery task is recorded as still running."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(sync_runs.c.id).where(
+                    sync_runs.c.task_id == task_id, sync_runs.c.status == "running"
+                ).limit(1)
+            ).first()
+        return found is not None
+
     def watermark(self) -> datetime | None:
         """Start time of the newest successful scheduled-window run."""
         with self.engine.connect() as conn:

@@ -303,6 +303,10 @@ async def run_sync(
     if since_at and until_at and since_at >= until_at:
         raise InvalidArgument("since: must be before until")
 
+    if task_id is not None and store.has_running_run(task_id):
+        # This very task was running when its worker died, and the broker handed it out
+        # again: the dead holder's lock is about to expire, so wait for it, not skip.
+        await _wait_for_lock_release(redis, settings.SYNC_LOCK_TTL_SECONDS + 5)
     async with held_lock(redis, RUN_LOCK, settings.SYNC_LOCK_TTL_SECONDS) as acquired:
         if not acquired:
             now = utcnow()
@@ -316,6 +320,12 @@ async def run_sync(
             log.info("sync skipped: another run is in progress (run %s)", run_id)
             return SyncSummary("skipped", run_id, error="another sync run is in progress")
         return await _locked_run(settings, store, treazure, engage, since_at, until_at, task_id)
+
+
+async def _wait_for_lock_release(redis: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await redis.exists(RUN_LOCK) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
 
 
 async def _locked_run(

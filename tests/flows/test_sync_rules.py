@@ -244,3 +244,31 @@ async def test_run_left_running_by_a_dead_worker_is_marked_abandoned(
     await sync(parts)
     assert parts.store.get_run(dead)["status"] == "abandoned"
     assert orjson.dumps(parts.store.watermark().isoformat())
+
+
+async def test_a_redelivered_task_waits_for_its_dead_holders_lock(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    """Its worker died mid-run and the broker handed the same task out again."""
+    from worker.store import utcnow
+
+    dead = parts.store.start_run(started_at=utcnow(), window_from=None, window_to=None,
+                                 explicit_window=False, task_id="task-1")
+    await parts.redis.set(RUN_LOCK, b"dead-holder", px=1500)
+    remotes.add_page((A, 1, T1))
+    summary = await sync(parts, task_id="task-1")
+    assert summary.status == "succeeded"
+    assert remotes.engage == {A: 1}
+    assert parts.store.get_run(dead)["status"] == "abandoned"
+
+
+async def test_another_task_still_skips_while_the_lock_is_held(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    from worker.store import utcnow
+
+    parts.store.start_run(started_at=utcnow(), window_from=None, window_to=None,
+                          explicit_window=False, task_id="task-1")
+    await parts.redis.set(RUN_LOCK, b"live-holder", ex=60)
+    summary = await sync(parts, task_id="task-2")
+    assert summary.status == "skipped" and remotes.jobs == []

@@ -57,6 +57,9 @@ class FakeRemotes:
     engage: dict[str, float] = field(default_factory=dict)
     not_found: set[str] = field(default_factory=set)
     engage_fail: int = 0
+    # False: keep no rows and no call history (respx records every request and answer).
+    pushes_kept: bool = True
+    forget: list[Any] = field(default_factory=list)  # the respx router, to clear its history
 
     def add_page(self, *items: tuple[str, float, str]) -> None:
         self.pages.append([
@@ -85,13 +88,18 @@ def remotes() -> Iterator[FakeRemotes]:
         })
 
     def push(request: httpx.Request) -> httpx.Response:
+        if not fake.pushes_kept:
+            for router in fake.forget:
+                router.calls.clear()
+                for route in router.routes:
+                    route.calls.clear()
         if fake.engage_fail:
             fake.engage_fail -= 1
             return httpx.Response(503, text="down")
         rows = orjson.loads(request.content)
-        fake.pushes.append(rows)
+        fake.pushes.append(rows if fake.pushes_kept else [])
         rejected = [r for r in rows if r["contactId"] in fake.not_found]
-        for row in rows:
+        for row in rows if fake.pushes_kept else ():
             if row["contactId"] not in fake.not_found:
                 fake.engage[row["contactId"]] = row["amount"]
         return httpx.Response(202, json={
@@ -106,6 +114,7 @@ def remotes() -> Iterator[FakeRemotes]:
         router.post(f"{TREAZURE}/api/v1.0/LoyaltyVault/Balances/Get").mock(side_effect=start_job)
         router.get(url__regex=rf"{TREAZURE}{JOB}/result.*").mock(side_effect=result)
         router.post(f"{ENGAGE}/api/v3/point-accounts/balances").mock(side_effect=push)
+        fake.forget.append(router)
         yield fake
 
 

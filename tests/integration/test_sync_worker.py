@@ -209,3 +209,17 @@ def test_cli_sync_wait_prints_the_summary(
         env={**os.environ, **worker_env}, capture_output=True, text=True, timeout=60,
     )
     assert json.loads(status.stdout)["runs"][0]["pushed"] == 300
+
+
+def test_a_revoked_token_is_renewed_once_for_every_process(
+    sim: Sim, start_worker: Callable[..., CeleryProcess], client: Celery
+) -> None:
+    sim.post("seed", {"contacts": 1000})
+    start_worker()
+    assert client.send_task(TASK).get(timeout=60)["status"] == "succeeded"
+    assert sim.stats()["token_requests"] == 1
+    sim.post("tokens/revoke")  # Treazure forgets every token: the next call gets 401
+    sim.post("mutate_random", {"count": 50})
+    again = client.send_task(TASK).get(timeout=60)
+    assert (again["status"], again["pushed"]) == ("succeeded", 50)
+    assert sim.stats()["token_requests"] == 2

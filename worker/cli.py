@@ -26,18 +26,20 @@ def _jsonable(value: Any) -> Any:
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
+def _cell(value: Any) -> str:
+    if hasattr(value, "strftime"):
+        return str(value.strftime("%Y-%m-%d %H:%M:%SZ"))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
 def runs_table(runs: list[dict[str, Any]], title: str = "sync runs") -> Table:
     table = Table(title=title)
     for column in RUN_COLUMNS:
         table.add_column(column.replace("_seconds", " s").replace("_", " "))
     for run in runs:
-        cells = []
-        for column in RUN_COLUMNS:
-            value = run.get(column)
-            if hasattr(value, "strftime"):
-                value = value.strftime("%Y-%m-%d %H:%M:%SZ")
-            cells.append("" if value is None else str(value)[:60])
-        table.add_row(*cells)
+        table.add_row(*(_cell(run.get(column))[:60] for column in RUN_COLUMNS))
     return table
 
 
@@ -47,13 +49,9 @@ def run_summary(run: dict[str, Any], title: str = "sync run") -> Table:
     table.add_column("field", style="bold")
     table.add_column("value")
     for column in RUN_COLUMNS:
-        value = run.get(column)
-        if hasattr(value, "strftime"):
-            value = value.strftime("%Y-%m-%d %H:%M:%SZ")
-        elif isinstance(value, int):
-            value = f"{value:,}"
-        if value is not None:
-            table.add_row(column.replace("_seconds", " (s)").replace("_", " "), str(value))
+        if run.get(column) is not None:
+            table.add_row(column.replace("_seconds", " (s)").replace("_", " "),
+                          _cell(run.get(column)))
     return table
 
 

@@ -30,7 +30,7 @@ class BalanceRow(Protocol):
     @property
     def contact_id(self) -> str: ...
     @property
-    def amount(self) -> Decimal: ...
+    def amount(self) -> Decimal | float | int: ...
     @property
     def mutated_at(self) -> datetime | str: ...
 
@@ -49,7 +49,7 @@ class PushResult(NamedTuple):
 
 class _PushRow(msgspec.Struct, rename="camel"):
     contact_id: str
-    amount: Decimal
+    amount: Decimal | float | int  # exact for output: see money.exact_amount
     definition_id: int
     time_stamp: datetime | str
 

@@ -12,8 +12,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 # Below 10^13 (10^15 hundredths: 15 significant digits) a double names exactly one
 # hundredth, so the float of a JSON number with two decimals round-trips to its cents.
-_EXACT_FLOAT = 1e13
-_EXACT_CENTS = 10**15
+EXACT_FLOAT_LIMIT = 1e13
+_EXACT_CENTS = 10**15  # EXACT_FLOAT_LIMIT in hundredths
 
 
 def cents_from_json(value: object) -> int:
@@ -24,7 +24,7 @@ def cents_from_json(value: object) -> int:
     """
     if isinstance(value, float):
         # Fast path: the float is exactly the nearest double to some hundredth.
-        if abs(value) < _EXACT_FLOAT:
+        if abs(value) < EXACT_FLOAT_LIMIT:
             cents = round(value * 100)
             if cents / 100 == value:
                 return cents

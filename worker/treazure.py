@@ -29,7 +29,14 @@ from worker.http import (
     send,
     with_retries,
 )
-from worker.money import cents_from_json, exact_amount, looks_like_guid, utc_micros
+from worker.money import (
+    EXACT_FLOAT_LIMIT,
+    cents_from_json,
+    cents_to_decimal,
+    exact_amount,
+    looks_like_guid,
+    utc_micros,
+)
 from worker.settings import Settings
 
 SERVICE = "treazure"
@@ -309,7 +316,7 @@ class TreazureClient:
             raise
         for program in account.get("loyaltyPrograms") or []:
             if program.get("loyaltyPointDefinitionId") == self._loyalty_id:
-                return Decimal(cents_from_json(program["balance"])).scaleb(-2)
+                return cents_to_decimal(cents_from_json(program["balance"]))
         return None
 
 
@@ -345,7 +352,7 @@ def _entry(item: _Item) -> BalanceEntry:
     if not looks_like_guid(contact_id):
         raise ValueError(f"accountNumber {contact_id!r} is not a GUID")
     balance = item.balance
-    if type(balance) is float and -1e13 < balance < 1e13:
+    if type(balance) is float and -EXACT_FLOAT_LIMIT < balance < EXACT_FLOAT_LIMIT:
         # money.cents_from_json's fast path, inlined: this runs a million times a sync.
         cents = round(balance * 100)
         if cents / 100 != balance:

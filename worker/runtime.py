@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from redis.asyncio import Redis
 
 from worker.engage import EngageClient
+from worker.parts import Parts
+from worker.pushguard import PushGuard
 from worker.ratelimit import SharedRateLimiter
 from worker.settings import CoreSettings, Settings, get_core_settings, get_settings
 from worker.store import Store, make_engine, upgrade_schema
 from worker.treazure import TreazureClient
 
 ENGAGE_RATE_KEY = "pointsync:ratelimit:engage"
+T = TypeVar("T")
 
 
 _stores: dict[str, Store] = {}
@@ -38,22 +42,14 @@ def prepare_store(url: str) -> Store:
 
 
 def reset_after_fork() -> None:
-    """A forked child must not reuse its parent's database connections."""
+    """A forked child must not reuse its parent's database connections or clients."""
     for store in _stores.values():
         store.engine.dispose(close=False)
-
-
-@dataclass
-class Remote:
-    settings: Settings
-    store: Store
-    redis: Redis
-    treazure: TreazureClient
-    engage: EngageClient
+    forget_process_loop()
 
 
 @contextlib.asynccontextmanager
-async def remote(settings: Settings | None = None) -> AsyncIterator[Remote]:
+async def remote(settings: Settings | None = None) -> AsyncIterator[Parts]:
     """Clients bound to the running event loop (httpx and redis clients cannot cross loops)."""
     settings = settings or get_settings()
     redis = Redis.from_url(settings.REDIS_URL, socket_timeout=30, health_check_interval=30)
@@ -61,6 +57,57 @@ async def remote(settings: Settings | None = None) -> AsyncIterator[Remote]:
     try:
         async with TreazureClient(settings, redis) as treazure, \
                 EngageClient(settings, limiter) as engage:
-            yield Remote(settings, get_store(settings), redis, treazure, engage)
+            yield Parts(settings, get_store(settings), redis, treazure, engage,
+                         PushGuard.for_settings(redis, settings))
     finally:
         await redis.aclose()
+
+
+# One event loop per worker process, kept between tasks, with its clients: a point
+# transaction is a few milliseconds of work, and building an HTTP client, a Redis pool and
+# a token lookup for each would cost more than the work itself.
+_loop: asyncio.AbstractEventLoop | None = None
+_parts_stack: contextlib.AsyncExitStack | None = None
+_parts: Parts | None = None
+
+
+def run_with_parts(work: Callable[[Parts], Awaitable[T]]) -> T:
+    """Run `work(parts)` on this process's long-lived loop and clients."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    try:
+        return _loop.run_until_complete(_with_parts(work))
+    except BaseException:
+        # Interrupted mid-work (a time limit's exception, say): work left on the loop
+        # must not resume inside the next task, so the loop and its clients go.
+        _discard_loop(_loop)
+        raise
+
+
+def _discard_loop(loop: asyncio.AbstractEventLoop) -> None:
+    leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in leftovers:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+    with contextlib.suppress(BaseException):
+        if _parts_stack is not None:
+            loop.run_until_complete(_parts_stack.aclose())
+    loop.close()
+    forget_process_loop()
+
+
+async def _with_parts(work: Callable[[Parts], Awaitable[T]]) -> T:
+    global _parts, _parts_stack
+    if _parts is None:
+        stack = contextlib.AsyncExitStack()
+        _parts = await stack.enter_async_context(remote())
+        _parts_stack = stack
+    return await work(_parts)
+
+
+def forget_process_loop() -> None:
+    """A forked child starts with no loop and no clients of its own."""
+    global _loop, _parts, _parts_stack
+    _loop, _parts, _parts_stack = None, None, None

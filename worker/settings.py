@@ -32,6 +32,8 @@ class CoreSettings(BaseSettings):
     SYNC_INTERVAL_SECONDS: int = Field(3600, ge=10)
     # Longest a task may run before Celery kills it; the broker's visibility timeout sits above.
     TASK_TIME_LIMIT_SECONDS: int = Field(3600, ge=60)
+    # How often beat runs the sweep that finishes point transactions whose message was lost.
+    POINTS_SWEEP_INTERVAL_SECONDS: int = Field(30, ge=5)
 
     @field_validator("REDIS_URL")
     @classmethod
@@ -86,6 +88,21 @@ class Settings(CoreSettings):
     # The run lock expires this long after its holder stops renewing it (e.g. it was killed).
     SYNC_LOCK_TTL_SECONDS: int = Field(60, ge=2)
 
+    # Point transactions (flow 2). A worker holds a transaction for at most the lease; a
+    # killed worker's transaction is taken over by the sweep once the lease has run out.
+    POINTS_LEASE_SECONDS: int = Field(120, ge=30)
+    # Tries inside one task before the row waits for the sweep (with a growing pause).
+    POINTS_INLINE_ATTEMPTS: int = Field(3, ge=1)
+    # Booking tries in all before a transaction ends `failed` (an operator can replay it).
+    POINTS_MAX_ATTEMPTS: int = Field(10, ge=1)
+    POINTS_RETRY_MAX_SECONDS: float = Field(300, gt=0)
+    # After an ambiguous booking, wait this long before reading the history for it.
+    POINTS_SETTLE_SECONDS: float = Field(2.0, ge=0)
+    # History is read from the first send less this margin (clock skew between us and Treazure).
+    POINTS_HISTORY_MARGIN_SECONDS: int = Field(600, ge=0)
+    # A received row nobody touched for this long has lost its message: the sweep re-sends it.
+    POINTS_STALE_SECONDS: int = Field(120, ge=5)
+
     USER_AGENT: str = "pointsync/0.1.0"
 
 
@@ -93,6 +110,8 @@ class WebSettings(Settings):
     WEBHOOK_SECRET: SecretStr
     WEB_API_KEY: SecretStr
     PORT: int = Field(8000, ge=1, le=65535)
+    # 127.0.0.1 outside a container; docker-compose.yml sets 0.0.0.0.
+    WEB_HOST: str = "127.0.0.1"
 
     @field_validator("WEBHOOK_SECRET")
     @classmethod

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -257,18 +258,8 @@ class Store:
              "reason": reason[:200], "created_at": utcnow()}
             for run_id, cid, cents, at, reason in rejections
         ]
-        m = self._mark
         with self.engine.begin() as conn:
-            if rows:
-                conn.exec_driver_sql(
-                    "INSERT INTO contact_balances "
-                    "(contact_id, sent_cents, sent_mutated_us, seen_run_id) "
-                    f"VALUES ({m}, {m}, {m}, {m}) ON CONFLICT (contact_id) DO UPDATE SET "
-                    "sent_cents = excluded.sent_cents, "
-                    "sent_mutated_us = excluded.sent_mutated_us, "
-                    "seen_run_id = excluded.seen_run_id",
-                    rows,
-                )
+            _upsert_contact_states(conn, rows)
             if rejection_rows:
                 conn.execute(insert(sync_rejections), rejection_rows)
 
@@ -279,6 +270,34 @@ class Store:
                 .order_by(sync_rejections.c.id)
             ).mappings().all()
         return [dict(row) for row in rows]
+
+
+def _upsert_contact_states(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Upsert (contact, sent cents, sent mutated µs, seen run) rows.
+
+    Never moves a contact back in time: a row older than what another flow recorded
+    meanwhile (a point transaction's balance, say) leaves the stored one as it is.
+    A NULL seen run keeps the stored one.
+    """
+    if not rows:
+        return
+    m = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        "INSERT INTO contact_balances (contact_id, sent_cents, sent_mutated_us, seen_run_id) "
+        f"VALUES ({m}, {m}, {m}, {m}) ON CONFLICT (contact_id) DO UPDATE SET "
+        "sent_cents = excluded.sent_cents, "
+        "sent_mutated_us = excluded.sent_mutated_us, "
+        "seen_run_id = COALESCE(excluded.seen_run_id, contact_balances.seen_run_id) "
+        "WHERE contact_balances.sent_mutated_us IS NULL "
+        "OR excluded.sent_mutated_us >= contact_balances.sent_mutated_us",
+        rows,
+    )
+
+
+def save_sent_balances(conn: Connection, sent: Iterable[tuple[str, int, int]]) -> None:
+    """Record balances Engage was sent outside a sync run (contact, cents, mutated µs)."""
+    _upsert_contact_states(
+        conn, sorted((cid, cents, us, None) for cid, cents, us in sent))
 
 
 def _run_dict(row: Any) -> dict[str, Any]:

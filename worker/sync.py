@@ -26,8 +26,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from worker.arguments import InvalidArgument
 from worker.engage import EngageClient
 from worker.locks import held_lock
+from worker.pushguard import PushGuard
 from worker.settings import Settings
 from worker.store import ContactState, Store, utcnow
 from worker.treazure import BalanceEntry, MalformedEntry, TreazureClient
@@ -46,10 +48,6 @@ FLUSH_EVERY_ROWS = 25_000
 FLUSH_EVERY_SECONDS = 2.0
 # Memory bound of a run: at most this many batches (of ≤1,000 rows) wait per lane on average.
 QUEUED_BATCHES_PER_LANE = 4
-
-
-class InvalidArgument(ValueError):
-    """A task argument broke a rule; raised before any remote call."""
 
 
 @dataclass
@@ -120,9 +118,13 @@ def compute_window(
 class _Lanes:
     """The push side of a run: per-lane buffers, the guard, pushes and bookkeeping."""
 
-    def __init__(self, store: Store, engage: EngageClient, run_id: int, settings: Settings):
+    def __init__(
+        self, store: Store, engage: EngageClient, guard: PushGuard, run_id: int,
+        settings: Settings,
+    ):
         self.store = store
         self.engage = engage
+        self.guard = guard
         self.run_id = run_id
         self.batch_size = settings.ENGAGE_BATCH_SIZE
         self.count = settings.ENGAGE_PUSH_CONCURRENCY
@@ -147,6 +149,9 @@ class _Lanes:
         self.flushing: dict[str, ContactState] = {}
         self.rejections: list[tuple[int, str, int | None, str | None, str]] = []
         self.flushed_at = time.monotonic()
+        # Rows whose contact a point transaction was pushing at that moment: tried again
+        # once the lane's input ends (the transaction's claim is short-lived).
+        self.deferred: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
 
     async def add(self, entries: list[BalanceEntry]) -> None:
         count = self.count
@@ -179,11 +184,17 @@ class _Lanes:
         queue = self.queues[lane]
         while (batch := await queue.get()) is not None:
             try:
-                await self._process(batch)
+                await self._process(batch, lane)
             finally:
                 self.waiting.release()
+        pause = 0.02
+        while self.deferred[lane]:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            batch, self.deferred[lane] = self.deferred[lane], {}
+            await self._process(batch, lane)
 
-    async def _process(self, batch: dict[str, BalanceEntry]) -> None:
+    async def _process(self, batch: dict[str, BalanceEntry], lane: int) -> None:
         run_id = self.run_id
         # A contact lives in one lane and its lane handles one batch at a time, so what
         # this lane left pending for these contacts cannot change during the awaits below.
@@ -226,7 +237,13 @@ class _Lanes:
             pending[contact_id] = state._replace(seen_run_id=run_id)
 
         if to_push:
-            result = await self.engage.push_balances(to_push)
+            to_push, token = await self._claim(to_push, lane)
+        if to_push:
+            try:
+                result = await self.engage.push_balances(to_push)
+            except BaseException:
+                await self.guard.release(token, [e.contact_id for e in to_push], (), flow="sync")
+                raise
             pending = self.pending
             refused = result.not_accepted
             if not refused:
@@ -246,6 +263,10 @@ class _Lanes:
                                         entry.mutated_at.isoformat(), reason))
             counts.rejected += len(refused)
             counts.pushed += len(to_push) - len(refused)
+            await self.guard.release(
+                token, [e.contact_id for e in to_push],
+                [(e.contact_id, e.mutated_us) for e in to_push if e.contact_id not in refused],
+                flow="sync")
         due = (len(self.pending) >= FLUSH_EVERY_ROWS
                or time.monotonic() - self.flushed_at > FLUSH_EVERY_SECONDS)
         if due and (self.flush_task is None or self.flush_task.done()):
@@ -253,6 +274,26 @@ class _Lanes:
                 self.flush_task.result()  # a failed flush fails the run here
             # In the background: the lanes go on pushing while the rows are written.
             self.flush_task = asyncio.create_task(self.flush())
+
+    async def _claim(
+        self, rows: list[BalanceEntry], lane: int
+    ) -> tuple[list[BalanceEntry], str]:
+        """The rows this lane may push now, under one claim token (see pushguard).
+
+        A row whose contact a point transaction is pushing waits in `deferred`; one that
+        such a push made stale is counted stale and dropped.
+        """
+        claim = await self.guard.claim([(e.contact_id, e.mutated_us) for e in rows])
+        deferred = self.deferred[lane]
+        for index in claim.busy:
+            entry = rows[index]
+            held = deferred.get(entry.contact_id)
+            if held is None or held.mutated_us <= entry.mutated_us:
+                deferred[entry.contact_id] = entry
+        self.counts.stale += len(claim.newer)
+        if len(claim.claimed) == len(rows):
+            return rows, claim.token
+        return [rows[i] for i in claim.claimed], claim.token
 
     async def flush(self) -> None:
         """Write what was sent and read since the last flush, in one transaction.
@@ -272,6 +313,7 @@ class _Lanes:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.write_thread, functools.partial(
                 self.store.save_contact_states, rows, rejections))
+            await self.guard.forget_flushed((row[0], row[2]) for row in rows)
             # Only once committed: after a failed write the overlay keeps guarding.
             self.flushing = {}
 
@@ -296,8 +338,10 @@ async def run_sync(
     since: str | None = None,
     until: str | None = None,
     task_id: str | None = None,
+    guard: PushGuard | None = None,
 ) -> SyncSummary:
     """One sync run; returns its summary. Raises only for invalid arguments."""
+    guard = guard or PushGuard.for_settings(redis, settings)
     since_at = parse_time_argument("since", since)
     until_at = parse_time_argument("until", until)
     if since_at and until_at and since_at >= until_at:
@@ -319,7 +363,9 @@ async def run_sync(
                              error="another sync run holds the lock")
             log.info("sync skipped: another run is in progress (run %s)", run_id)
             return SyncSummary("skipped", run_id, error="another sync run is in progress")
-        return await _locked_run(settings, store, treazure, engage, since_at, until_at, task_id)
+        await _fold_unflushed(store, guard)
+        return await _locked_run(settings, store, treazure, engage, guard, since_at, until_at,
+                                 task_id)
 
 
 async def _wait_for_lock_release(redis: Any, timeout: float) -> None:
@@ -328,11 +374,26 @@ async def _wait_for_lock_release(redis: Any, timeout: float) -> None:
         await asyncio.sleep(0.5)
 
 
+async def _fold_unflushed(store: Store, guard: PushGuard) -> None:
+    """Pushes a stopped run made but never wrote to the store: record them now."""
+    leftover = await guard.unflushed()
+    if leftover:
+        # The cents are unknown here; the guard compares times, so keep the stored cents
+        # when there are some (a later run re-sends an unchanged balance at worst).
+        known = store.contact_states(list(leftover))
+        store.save_contact_states([
+            (cid, known[cid].sent_cents if cid in known else None, us, None)
+            for cid, us in leftover.items()])
+        await guard.forget_flushed(leftover.items())
+        log.warning("recorded %d push(es) left unrecorded by a stopped run", len(leftover))
+
+
 async def _locked_run(
     settings: Settings,
     store: Store,
     treazure: TreazureClient,
     engage: EngageClient,
+    guard: PushGuard,
     since: datetime | None,
     until: datetime | None,
     task_id: str | None,
@@ -348,7 +409,7 @@ async def _locked_run(
     )
     log.info("sync run %s started: window %s → %s", run_id, window.start, window.end)
     clock = time.monotonic()
-    lanes = _Lanes(store, engage, run_id, settings)
+    lanes = _Lanes(store, engage, guard, run_id, settings)
     summary = SyncSummary("running", run_id, window.start.isoformat(), window.end.isoformat())
     try:
         await _stream(treazure, lanes, window, store, run_id)

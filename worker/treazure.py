@@ -40,6 +40,8 @@ from worker.money import (
 from worker.settings import Settings
 
 SERVICE = "treazure"
+OPERATOR_ID = "pointsync"
+VAULT = "/api/v1.0/LoyaltyVault"
 
 
 class BalanceEntry(NamedTuple):
@@ -54,6 +56,13 @@ class BalanceEntry(NamedTuple):
 
 # tuple.__new__ builds the named tuple in C; the generated __new__ is a Python call.
 _new_entry = functools.partial(tuple.__new__, BalanceEntry)
+
+
+class Booking(NamedTuple):
+    """A transaction as Treazure's history shows it: the balance after it, and when."""
+
+    balance_cents: int
+    mutated_us: int
 
 
 class MalformedEntry(NamedTuple):
@@ -309,14 +318,69 @@ class TreazureClient:
         """The account's current balance in our loyalty program; None if unknown."""
         try:
             account = await self._read_json(
-                "GET", f"/api/v1.0/LoyaltyVault/Account/{contact_id}")
+                "GET", _account_path(contact_id))
         except Rejected as exc:
             if exc.status == 404:
                 return None
             raise
-        for program in account.get("loyaltyPrograms") or []:
-            if program.get("loyaltyPointDefinitionId") == self._loyalty_id:
-                return cents_to_decimal(cents_from_json(program["balance"]))
+        cents = _program_cents(account, self._loyalty_id)
+        return None if cents is None else cents_to_decimal(cents)
+
+
+    # -- point transactions and history --------------------------------------------
+
+    async def book_points(
+        self, contact_id: str, cents: int, comment: str, receipt_nr: str
+    ) -> int | None:
+        """Book `cents` (+ load, - redemption) once: ONE request, never repeated here.
+
+        Returns the new balance in cents (None if the 2xx body does not say). Raises
+        Retryable (surely not booked), Ambiguous (may be booked: read the history for
+        `receipt_nr` before sending again) or Rejected (refused, e.g. 422 InsufficientBalance).
+        """
+        kind = "loads" if cents > 0 else "redemptions"
+        body = {
+            "loyaltyPrograms": [{"loyaltyPointDefinitionId": self._loyalty_id,
+                                 kind: [{"value": exact_amount(abs(cents))}]}],
+            "context": {"comment": comment, "receiptNr": receipt_nr, "operatorId": OPERATOR_ID},
+        }
+        response = await self._authorized(
+            "POST", f"{_account_path(contact_id)}/Transaction", write=True,
+            content=orjson.dumps(body), headers={"Content-Type": "application/json"},
+        )
+        try:
+            return _program_cents(orjson.loads(response.content), self._loyalty_id)
+        except (orjson.JSONDecodeError, ValueError, TypeError, KeyError):
+            return None  # booked for sure (2xx); the history says the balance
+
+    async def history(self, contact_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The account's history, oldest first (from `since` when given), as received."""
+        params = {"from": _iso(since)} if since is not None else None
+        url = f"{_account_path(contact_id)}/LoyaltyPrograms/{self._loyalty_id}/History"
+
+        async def once() -> list[dict[str, Any]]:
+            response = await self._authorized("GET", url, params=params)
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                raise Retryable(SERVICE, "history answer is not JSON") from None
+            if not isinstance(body, list):
+                raise Rejected(SERVICE, "history answer is not a JSON array")
+            return [entry for entry in body if isinstance(entry, dict)]
+
+        return await self._with_retries(once)
+
+    async def find_receipt(
+        self, contact_id: str, receipt_nr: str, since: datetime | None = None
+    ) -> Booking | None:
+        """The history entry of our transaction `receipt_nr`, if Treazure booked it."""
+        for entry in reversed(await self.history(contact_id, since)):
+            if entry.get("receiptNr") == receipt_nr:
+                try:
+                    return Booking(cents_from_json(entry["balance"]),
+                                   utc_micros(datetime.fromisoformat(entry["dateTime"])))
+                except (KeyError, TypeError, ValueError):
+                    raise Rejected(SERVICE, f"history entry {receipt_nr} is malformed") from None
         return None
 
 
@@ -405,6 +469,18 @@ def parse_balance_page(
 ) -> tuple[list[BalanceEntry], list[MalformedEntry]]:
     good, bad, _ = parse_page(raw, loyalty_id)
     return good, bad
+
+
+def _account_path(contact_id: str) -> str:
+    return f"{VAULT}/Account/{contact_id}"
+
+
+def _program_cents(account: Any, loyalty_id: str) -> int | None:
+    """Our program's balance in an Account answer (Transaction and Account share it)."""
+    for program in account.get("loyaltyPrograms") or []:
+        if program.get("loyaltyPointDefinitionId") == loyalty_id:
+            return cents_from_json(program["balance"])
+    return None
 
 
 def _iso(value: datetime) -> str:

@@ -1,0 +1,403 @@
+"""Flow 2: point transactions, booked in Treazure exactly once, then set in Engage.
+
+A request is first recorded in the ledger (the database is the truth); then a worker that
+holds the row's lease books it:
+
+- before a send, the row is marked `uncertain` and committed, so a worker killed while the
+  request is out leaves a row that the next attempt resolves first;
+- an uncertain row is resolved by reading the account's history for its receiptNr: found
+  means booked, not found means it may be sent again;
+- 429 and connect errors are surely not booked: retried with backoff; a read timeout, a
+  dropped connection or a 5xx may be booked: uncertain, resolved after a short pause;
+- a 4xx ends the row `failed` with Treazure's reason (422: insufficient balance).
+
+The new balance reaches Engage through `drain`: one process at a time pushes every booked
+row, many contacts per request (Engage allows 50 requests/s for everything), under the
+same per-contact claims and the same guard as the balance sync (see pushguard), so neither
+flow ever overwrites the other's newer balance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from worker.arguments import InvalidArgument
+from worker.engage import Balance
+from worker.http import Ambiguous, Rejected, RemoteError, Retryable
+from worker.ledger import LeaseLost, Ledger, LedgerRow
+from worker.locks import held_lock
+from worker.money import cents_to_decimal
+from worker.parts import Parts
+from worker.point_request import PointRequest
+from worker.settings import Settings
+from worker.store import Store, utcnow
+from worker.treazure import Booking, TreazureClient
+
+log = logging.getLogger("pointsync.points")
+
+DRAIN_LOCK = "pointsync:lock:points_drain"
+DRAIN_LOCK_TTL = 30
+DRAIN_BATCH = 1000
+# A contact the sync is pushing right now is tried again this soon.
+BUSY_RETRY_SECONDS = 0.1
+# A booked row whose Engage push failed in a way that may pass is tried again after this.
+ENGAGE_RETRY_SECONDS = 30.0
+# The drainer waits for rows due this soon instead of leaving them to the sweep.
+DRAIN_WAIT_SECONDS = 2.0
+
+
+@dataclass
+class Outcome:
+    reference: str
+    state: str
+    contact_id: str
+    amount: str | None
+    balance: str | None
+    reason: str | None
+    attempts: int
+    duplicate: bool = False
+    in_progress: bool = False
+
+    @classmethod
+    def of(cls, row: LedgerRow, **flags: bool) -> Outcome:
+        return cls(
+            reference=row.reference, state=row.state, contact_id=row.contact_id,
+            amount=decimal_text(row.amount_cents), balance=decimal_text(row.balance_cents),
+            reason=row.reason, attempts=row.attempts, **flags,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def record(store: Store, request: PointRequest, source: str) -> tuple[LedgerRow, bool]:
+    """The ledger row for the request (created, or the one its reference already has)."""
+    row, created = Ledger(store).record(request, source)
+    if not created and not row.same_request(request):
+        raise InvalidArgument(
+            f"reference: {request.reference!r} is already used for a different transaction "
+            f"(contact {row.contact_id}, amount {decimal_text(row.amount_cents)})")
+    return row, created
+
+
+async def add_points(parts: Parts, request: PointRequest, source: str) -> Outcome:
+    """Record, book and apply one transaction; the same reference again books nothing."""
+    row, created = record(parts.store, request, source)
+    if row.final:
+        return Outcome.of(row, duplicate=not created)
+    return await process(parts, request.reference, duplicate=not created)
+
+
+async def process(parts: Parts, reference: str, *, duplicate: bool = False) -> Outcome:
+    """Move an open row on as far as it goes now (booked, then applied)."""
+    ledger = Ledger(parts.store)
+    row = ledger.claim(reference, parts.settings.POINTS_LEASE_SECONDS)
+    if row is None:  # final, or another worker holds it right now
+        current = ledger.get(reference)
+        if current is None:
+            raise InvalidArgument(f"reference: no transaction {reference!r} is recorded")
+        return Outcome.of(current, duplicate=duplicate, in_progress=not current.final)
+    retry_in: float | None = None
+    try:
+        if row.state == "received":
+            retry_in = await _book(parts, ledger, row)
+    finally:
+        with contextlib.suppress(LeaseLost):  # failed rows hold no lease any more
+            ledger.release(reference, retry_in, row.lease_until)
+    if ledger.get(reference).state == "booked":  # type: ignore[union-attr]
+        await drain(parts)
+    return Outcome.of(ledger.get(reference), duplicate=duplicate)  # type: ignore[arg-type]
+
+
+# -- booking in Treazure ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _TryAgain:
+    after: float
+    reason: str
+
+
+async def _book(parts: Parts, ledger: Ledger, row: LedgerRow) -> float | None:
+    """Try to book a few times here; returns when the sweep should try again (None: the
+    row is booked or failed)."""
+    s = parts.settings
+    lease = row.lease_until
+    assert lease is not None
+    for attempt in range(1, s.POINTS_INLINE_ATTEMPTS + 1):
+        outcome = await _book_once(parts, ledger, row, lease)
+        if outcome is None:
+            return None
+        row = ledger.get(row.reference)  # type: ignore[assignment]
+        log.warning("transaction %s not booked yet (attempt %d): %s",
+                    row.reference, row.attempts, outcome.reason)
+        if row.attempts >= s.POINTS_MAX_ATTEMPTS and not row.uncertain:
+            ledger.fail(row.reference,
+                        f"gave up after {row.attempts} attempts: {outcome.reason}", lease)
+            return None
+        if attempt < s.POINTS_INLINE_ATTEMPTS:
+            await asyncio.sleep(outcome.after)
+    # Left to the sweep, with a pause that grows with the attempts made.
+    return min(s.POINTS_RETRY_MAX_SECONDS, 5.0 * 2 ** min(row.attempts, 16))
+
+
+async def _book_once(
+    parts: Parts, ledger: Ledger, row: LedgerRow, lease: datetime
+) -> _TryAgain | None:
+    s, treazure, ref = parts.settings, parts.treazure, row.reference
+    if row.uncertain:
+        # The last request may have been booked: its receiptNr in the history decides.
+        settle = s.POINTS_SETTLE_SECONDS - (utcnow() - row.updated_at).total_seconds()
+        if settle > 0:
+            await asyncio.sleep(settle)
+        try:
+            found = await treazure.find_receipt(row.contact_id, ref, _history_from(s, row))
+        except RemoteError as exc:
+            return _TryAgain(_pause(exc, 1), f"cannot read the history to resolve: {exc}")
+        if found is not None:
+            log.info("transaction %s was booked by an earlier attempt", ref)
+            ledger.booked(ref, found.balance_cents, found.mutated_us, lease)
+            return None
+        ledger.not_booked(ref, "not in Treazure's history: sending again", lease)
+    if row.attempts >= s.POINTS_MAX_ATTEMPTS:
+        ledger.fail(ref, f"gave up after {row.attempts} attempts: {row.reason}", lease)
+        return None
+    # Never send with too little lease left: a request outliving the lease could meet a
+    # second worker's request for the same transaction.
+    if (lease - utcnow()).total_seconds() < s.HTTP_TIMEOUT_SECONDS + 5:
+        return _TryAgain(0, "lease nearly run out; the sweep tries again")
+    assert row.amount_cents is not None and row.description is not None
+    ledger.sending(ref, lease)
+    try:
+        balance = await treazure.book_points(
+            row.contact_id, row.amount_cents, row.description, ref)
+    except Ambiguous as exc:
+        ledger.still_uncertain(ref, str(exc), lease)
+        return _TryAgain(s.POINTS_SETTLE_SECONDS, str(exc))
+    except Retryable as exc:
+        ledger.not_booked(ref, str(exc), lease)
+        return _TryAgain(_pause(exc, row.attempts + 1), str(exc))
+    except Rejected as exc:
+        if exc.status == 401:  # our credentials, not the transaction: not booked
+            ledger.not_booked(ref, str(exc), lease)
+            return _TryAgain(_pause(exc, row.attempts + 1), str(exc))
+        ledger.fail(ref, _refusal(exc), lease)
+        return None
+    # Booked. Treazure's own time for it orders it against the sync's balances.
+    booking = await _booking_time(treazure, parts.settings, row)
+    if booking is None:
+        ledger.booked(ref, balance, None, lease)
+    else:
+        ledger.booked(ref, booking.balance_cents, booking.mutated_us, lease)
+    log.info("transaction %s booked", ref)
+    return None
+
+
+async def _booking_time(
+    treazure: TreazureClient, settings: Settings, row: LedgerRow
+) -> Booking | None:
+    try:
+        return await treazure.find_receipt(
+            row.contact_id, row.reference, _history_from(settings, row))
+    except RemoteError as exc:
+        log.warning("transaction %s booked; its history entry is not readable yet: %s",
+                    row.reference, exc)
+        return None
+
+
+def _history_from(settings: Settings, row: LedgerRow) -> datetime:
+    sent = row.first_sent_at or row.created_at
+    return sent - timedelta(seconds=settings.POINTS_HISTORY_MARGIN_SECONDS)
+
+
+def _pause(error: RemoteError, attempt: int) -> float:
+    if error.retry_after is not None:
+        return min(error.retry_after, 60.0)
+    ceiling = min(30.0, 0.5 * 2 ** attempt)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _refusal(error: Rejected) -> str:
+    if error.status == 422 and "InsufficientBalance" in error.reason:
+        return ("insufficient balance: the redemption is larger than the contact's "
+                "balance in Treazure (HTTP 422 InsufficientBalance); nothing was booked")
+    if error.status == 404:
+        return f"unknown contact: Treazure has no such account ({error.reason}); nothing booked"
+    return f"refused by Treazure ({error.reason}); nothing was booked"
+
+
+# -- applying in Engage --------------------------------------------------------------------
+
+
+async def drain(parts: Parts, budget_seconds: float = 30.0) -> int:
+    """Push every booked row's balance to Engage; returns how many rows were applied.
+
+    One drainer at a time (a Redis lock): rows booked meanwhile by other workers wait for
+    it and go in its next request, which is what lets many transactions share one of
+    Engage's 50 requests a second. After letting go it looks once more, so a row booked
+    just as it finished is not left for the sweep.
+    """
+    ledger = Ledger(parts.store)
+    applied = 0
+    deadline = time.monotonic() + budget_seconds
+    while time.monotonic() < deadline:
+        async with held_lock(parts.redis, DRAIN_LOCK, DRAIN_LOCK_TTL) as acquired:
+            if not acquired:
+                return applied
+            while time.monotonic() < deadline and (rows := ledger.due_booked(DRAIN_BATCH)):
+                applied += await _apply(parts, ledger, rows)
+        due = ledger.next_booked_due()
+        if due is None:
+            return applied
+        wait = (due - utcnow()).total_seconds()
+        if wait > DRAIN_WAIT_SECONDS:
+            return applied  # the sweep comes back for it
+        if wait > 0:
+            await asyncio.sleep(wait)
+    return applied
+
+
+async def _apply(parts: Parts, ledger: Ledger, rows: list[LedgerRow]) -> int:
+    rows = await _with_booking_times(parts, ledger, rows)
+    # A contact booked several times: its newest balance covers the older ones.
+    newest: dict[str, LedgerRow] = {}
+    covered: dict[str, list[str]] = {}
+    for row in rows:
+        held = newest.get(row.contact_id)
+        if held is None or _order(row) > _order(held):
+            newest[row.contact_id] = row
+        covered.setdefault(row.contact_id, []).append(row.reference)
+    heads = list(newest.values())
+    claim = await parts.guard.claim([(r.contact_id, r.balance_mutated_us) for r in heads])
+    busy = [heads[i] for i in claim.busy]
+    ledger.defer(_refs(busy, covered), BUSY_RETRY_SECONDS)
+    mine = [heads[i] for i in claim.claimed]
+    superseded = [heads[i] for i in claim.newer]
+    pushed: list[LedgerRow] = []
+    try:
+        if mine:
+            states = parts.store.contact_states([r.contact_id for r in mine])
+            to_push = []
+            for row in mine:
+                state = states.get(row.contact_id)
+                if state is None or state.sent_mutated_us is None or _newer(row, state):
+                    to_push.append(row)
+                else:
+                    superseded.append(row)  # Engage already holds this or a newer balance
+            pushed = await _push(parts, ledger, to_push, covered)
+        if superseded:
+            ledger.applied(_refs(superseded, covered), (),
+                           reason="Engage already had this or a newer balance")
+    finally:
+        await parts.guard.release(
+            claim.token, [r.contact_id for r in mine],
+            [(r.contact_id, r.balance_mutated_us) for r in pushed], flow="points")
+    return len(_refs(pushed, covered)) + len(_refs(superseded, covered))
+
+
+def _newer(row: LedgerRow, state: Any) -> bool:
+    if row.balance_mutated_us > state.sent_mutated_us:
+        return True
+    return row.balance_mutated_us == state.sent_mutated_us and \
+        row.balance_cents != state.sent_cents
+
+
+async def _push(
+    parts: Parts, ledger: Ledger, rows: list[LedgerRow], covered: dict[str, list[str]]
+) -> list[LedgerRow]:
+    """Push the rows' balances; returns those Engage accepted (recorded as applied)."""
+    if not rows:
+        return []
+    balances = [
+        Balance(r.contact_id, cents_to_decimal(r.balance_cents),  # type: ignore[arg-type]
+                _as_time(r.balance_mutated_us))  # type: ignore[arg-type]
+        for r in rows
+    ]
+    try:
+        result = await parts.engage.push_balances(balances)
+    except Rejected as exc:
+        ledger.fail_many(dict.fromkeys(_refs(rows, covered),
+                                       f"booked in Treazure; Engage refused the balance: {exc}"))
+        return []
+    except RemoteError as exc:
+        log.warning("Engage push of %d balance(s) failed, retried later: %s", len(rows), exc)
+        ledger.defer(_refs(rows, covered), ENGAGE_RETRY_SECONDS, f"Engage: {exc}")
+        return []
+    refused = [r for r in rows if r.contact_id in result.not_accepted]
+    ledger.fail_many({
+        ref: f"booked in Treazure; Engage did not accept the balance: "
+             f"{result.not_accepted[r.contact_id]}"
+        for r in refused for ref in covered[r.contact_id]})
+    accepted = [r for r in rows if r.contact_id not in result.not_accepted]
+    ledger.applied(_refs(accepted, covered), [
+        (r.contact_id, r.balance_cents, r.balance_mutated_us)  # type: ignore[misc]
+        for r in accepted])
+    return accepted
+
+
+async def _with_booking_times(
+    parts: Parts, ledger: Ledger, rows: list[LedgerRow]
+) -> list[LedgerRow]:
+    """Rows whose booking time is unknown (the history was not readable right after the
+    booking) get it now; those still without one wait."""
+    complete = [r for r in rows if r.balance_mutated_us is not None and r.balance_cents is not None]
+    for row in rows:
+        if row.balance_mutated_us is not None and row.balance_cents is not None:
+            continue
+        booking = await _booking_time(parts.treazure, parts.settings, row)
+        if booking is None:
+            ledger.defer([row.reference], ENGAGE_RETRY_SECONDS,
+                         "booked; waiting for Treazure's history to show when")
+            continue
+        ledger.set_booking_time(row.reference, booking.balance_cents, booking.mutated_us)
+        complete.append(ledger.get(row.reference))  # type: ignore[arg-type]
+    return complete
+
+
+def _order(row: LedgerRow) -> tuple[int, datetime]:
+    return (row.balance_mutated_us or 0, row.booked_at or row.created_at)
+
+
+def _refs(rows: Sequence[LedgerRow], covered: dict[str, list[str]]) -> list[str]:
+    return [ref for row in rows for ref in covered[row.contact_id]]
+
+
+def _as_time(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+def decimal_text(cents: int | None) -> str | None:
+    return None if cents is None else str(cents_to_decimal(cents))
+
+
+# -- the sweep ---------------------------------------------------------------------------------
+
+
+async def sweep(parts: Parts, enqueue: Callable[[LedgerRow], None]) -> dict[str, int]:
+    """Finish what was lost: re-send received rows whose task is gone (worker killed,
+    broker restarted, enqueue failed) and push booked rows that still wait for Engage."""
+    ledger = Ledger(parts.store)
+    s = parts.settings
+    lost = ledger.lost_received(s.POINTS_STALE_SECONDS)
+    sent = 0
+    for row in lost:
+        try:
+            enqueue(row)
+        except Exception as exc:  # the broker is down: the next sweep tries again
+            log.warning("sweep could not enqueue transaction %s: %s", row.reference, exc)
+            break
+        sent += 1
+    # Not sent again by the next sweep while this message is on its way.
+    ledger.defer([r.reference for r in lost[:sent]], s.POINTS_STALE_SECONDS)
+    applied = await drain(parts)
+    if sent or applied:
+        log.info("sweep: %d transaction(s) sent again, %d applied in Engage", sent, applied)
+    return {"requeued": sent, "applied": applied}

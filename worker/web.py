@@ -1,0 +1,291 @@
+"""The `web` process: Engage's Svix-signed `loyalty.addPoints` webhook, and health.
+
+A delivery is answered `202` only once its ledger row is committed; the task that books it
+is queued afterwards, and a row whose message was lost is finished by the scheduled sweep.
+Database and Celery calls block, so they run in a small thread pool, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from functools import partial
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from redis.asyncio import Redis
+from sqlalchemy import text
+from svix.webhooks import Webhook, WebhookVerificationError
+
+from worker.arguments import InvalidArgument
+from worker.ledger import Ledger
+from worker.point_request import PointRequest, validate_reference, validate_request
+from worker.runtime import prepare_store
+from worker.settings import ConfigError, WebSettings, exit_on_config_error, get_web_settings
+from worker.store import Store
+
+log = logging.getLogger("pointsync.web")
+
+ADD_POINTS = "loyalty.addPoints"
+SOURCE = "webhook"
+SIGNATURE_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
+REUSED = "reference: already used for a different transaction"
+CHECK_TIMEOUT = 2.0  # seconds, per health check
+
+Enqueue = Callable[[dict[str, str]], object]
+_T = TypeVar("_T")
+
+SETTINGS = web.AppKey("settings", WebSettings)
+STORE = web.AppKey("store", Store)
+LEDGER = web.AppKey("ledger", Ledger)
+WEBHOOK = web.AppKey("webhook", Webhook)
+ENQUEUE: web.AppKey[Enqueue] = web.AppKey("enqueue")
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+REDIS = web.AppKey("redis", Redis)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
+def _refuse(status: int, error: str) -> NoReturn:
+    raise _Refused(status, error)
+
+
+async def blocking(app: web.Application, fn: Callable[..., _T], *args: Any) -> _T:
+    """Run a blocking call (database, broker) in the app's thread pool."""
+    return await asyncio.get_running_loop().run_in_executor(app[EXECUTOR], partial(fn, *args))
+
+
+# -- POST /webhooks/engage ---------------------------------------------------------------
+
+async def engage_webhook(request: web.Request) -> web.Response:
+    body = await request.read()
+    try:
+        _verify(request.app[WEBHOOK], body, request.headers)
+        event = _parse(body)
+        if event["eventType"] != ADD_POINTS:
+            return web.json_response({"ignored": event["eventType"]})
+        payload = _payload(event)
+        reference = _reference(event, request.headers)
+        status, answer, queue = await blocking(
+            request.app, _record, request.app[LEDGER], payload, reference)
+    except _Refused as refused:
+        log.warning("webhook refused (%s): %s", refused.status, refused.error)
+        return web.json_response({"error": refused.error}, status=refused.status)
+    if queue is not None:
+        await _enqueue(request.app, queue)
+    return web.json_response(answer, status=status)
+
+
+def _verify(hook: Webhook, body: bytes, headers: Mapping[str, str]) -> None:
+    wanted = {name: headers.get(name, "") for name in SIGNATURE_HEADERS}
+    if missing := [name for name, value in wanted.items() if not value]:
+        _refuse(401, f"signature: missing header {', '.join(missing)}")
+    try:
+        hook.verify(body, wanted)
+    except WebhookVerificationError as exc:
+        why = str(exc)
+        if "too old" in why or "too new" in why:
+            _refuse(401, f"timestamp: more than 5 minutes off ({why.lower()})")
+        if "Invalid Signature Headers" in why:
+            _refuse(401, "timestamp: svix-timestamp is not a Unix time")
+        _refuse(401, "signature: does not match the body (wrong secret or altered body)")
+    except UnicodeDecodeError:
+        _refuse(401, "signature: cannot be checked, the body is not UTF-8")
+    except ValueError:  # svix splits and base64-decodes the header unguarded
+        _refuse(401, "signature: malformed svix-signature header")
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    def no_constants(name: str) -> NoReturn:
+        raise ValueError(f"{name} is not JSON")
+
+    try:  # Decimal: an amount keeps the exact text the JSON number carried
+        event = json.loads(body, parse_float=Decimal, parse_constant=no_constants)
+    except (ValueError, RecursionError):
+        _refuse(400, "body: not valid JSON")
+    if not isinstance(event, dict):
+        _refuse(400, "body: must be a JSON object")
+    if not isinstance(event.get("eventType"), str):
+        _refuse(400, "eventType: missing or not a string")
+    return event
+
+
+def _payload(event: dict[str, Any]) -> dict[str, Any]:
+    if event.get("isEncrypted") is True:
+        _refuse(400, "payload: encrypted, which this receiver does not support "
+                     "(turn payload encryption off for the endpoint)")
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        _refuse(400, "payload: missing or not an object")
+    return payload
+
+
+def _reference(event: dict[str, Any], headers: Mapping[str, str]) -> str:
+    value = event.get("id")
+    if value is None or value == "":
+        value = headers.get("svix-id")  # never empty here: _verify demands it
+    try:
+        return validate_reference(value)
+    except InvalidArgument as exc:
+        _refuse(400, str(exc))
+
+
+def _record(
+    ledger: Ledger, payload: dict[str, Any], reference: str
+) -> tuple[int, dict[str, Any], PointRequest | None]:
+    """(status, answer, request to queue or None), with the row committed."""
+    contact, description = payload.get("contactId"), payload.get("description")
+    try:
+        point_request = validate_request(contact, payload.get("amount"), description, reference)
+    except InvalidArgument as exc:
+        reason = str(exc)
+        row, _ = ledger.record_invalid(
+            reference, contact if isinstance(contact, str) else "", description, SOURCE, reason)
+        if row.amount_cents is not None:  # the reference belongs to a valid transaction
+            _refuse(409, REUSED)
+        log.warning("webhook %s refused: %s", reference, reason)
+        return 422, {"error": reason, "reference": reference}, None
+    row, created = ledger.record(point_request, SOURCE)
+    if not row.same_request(point_request):
+        _refuse(409, REUSED)
+    log.info("webhook %s: %s %s points for %s (%s)", reference,
+             "recorded" if created else "redelivered", point_request.amount,
+             point_request.contact_id, row.state)
+    answer = {"reference": row.reference, "state": row.state, "duplicate": not created}
+    return 202, answer, None if row.final else point_request
+
+
+async def _enqueue(app: web.Application, point_request: PointRequest) -> None:
+    kwargs = {"contact_id": point_request.contact_id, "amount": str(point_request.amount),
+              "description": point_request.description, "reference": point_request.reference}
+    try:
+        await blocking(app, app[ENQUEUE], kwargs)
+    except Exception as exc:  # the row is committed: the scheduled sweep sends it later
+        log.warning("webhook %s: recorded, but queueing its task failed (%s); "
+                    "the sweep will finish it", point_request.reference,
+                    _short(exc, app[SETTINGS]))
+
+
+def celery_enqueue(settings: WebSettings) -> Enqueue:
+    """Queue `pointsync.add_points` on the broker, fire-and-forget.
+
+    A Celery app of its own without a result backend: with one, every send subscribes this
+    long-lived process to the task's result channel, and with Redis down a send stalls ~20 s
+    on backend reconnects. The worker still stores the task's result as usual.
+    """
+    from celery import Celery
+
+    from worker.celery import celery_config
+
+    sender = Celery("pointsync-web", set_as_current=False)
+    sender.conf.update(celery_config(settings), result_backend=None, beat_schedule={})
+    policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+    def enqueue(kwargs: dict[str, str]) -> object:
+        return sender.send_task("pointsync.add_points", kwargs=kwargs, retry_policy=policy)
+
+    return enqueue
+
+
+# -- GET /health ---------------------------------------------------------------------------
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    redis, database = await asyncio.gather(_check_redis(app), _check_database(app))
+    ok = redis == database == "ok"
+    return web.json_response({"status": "ok" if ok else "error", "redis": redis,
+                              "database": database}, status=200 if ok else 503)
+
+
+async def _check_redis(app: web.Application) -> str:
+    try:
+        await asyncio.wait_for(app[REDIS].ping(), CHECK_TIMEOUT)
+    except Exception as exc:
+        return _short(exc, app[SETTINGS])
+    return "ok"
+
+
+async def _check_database(app: web.Application) -> str:
+    def select_one() -> None:
+        with app[STORE].engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(blocking(app, select_one), CHECK_TIMEOUT)
+    except Exception as exc:
+        return _short(exc, app[SETTINGS])
+    return "ok"
+
+
+def _short(exc: BaseException, settings: WebSettings) -> str:
+    """One line naming the error; any password from a configured URL is masked."""
+    cause = getattr(exc, "orig", None) or exc  # SQLAlchemy: the driver's own message
+    lines = str(cause).strip().splitlines()
+    message = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    for url in (settings.REDIS_URL, settings.DATABASE_URL):
+        password = urlsplit(url).password
+        if password:
+            message = message.replace(password, "***")
+    return message[:200]
+
+
+# -- the application -----------------------------------------------------------------------
+
+def _webhook(settings: WebSettings) -> Webhook:
+    try:
+        return Webhook(settings.WEBHOOK_SECRET.get_secret_value())
+    except Exception:  # never chained or echoed: the message could carry the secret
+        raise ConfigError("configuration error: WEBHOOK_SECRET is malformed: the part after "
+                          "whsec_ must be non-empty base64") from None
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    url = app[SETTINGS].REDIS_URL
+    app[REDIS] = Redis.from_url(url, socket_timeout=CHECK_TIMEOUT,
+                                socket_connect_timeout=CHECK_TIMEOUT)
+    yield
+    await app[REDIS].aclose()
+    app[EXECUTOR].shutdown(wait=True)
+
+
+def create_app(
+    settings: WebSettings, store: Store | None = None, enqueue: Enqueue | None = None
+) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[WEBHOOK] = _webhook(settings)
+    app[STORE] = store if store is not None else prepare_store(settings.DATABASE_URL)
+    app[LEDGER] = Ledger(app[STORE])
+    app[ENQUEUE] = enqueue if enqueue is not None else celery_enqueue(settings)
+    app[EXECUTOR] = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pointsync-web")
+    app.cleanup_ctx.append(_resources)
+    app.router.add_post("/webhooks/engage", engage_webhook)
+    app.router.add_get("/health", health)
+    # Still to come: GET /contacts/{contact_id}/points-history (apikey) and GET /metrics.
+    return app
+
+
+def main() -> None:
+    try:
+        settings = get_web_settings()
+        logging.basicConfig(level=settings.LOG_LEVEL,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        app = create_app(settings)
+    except ConfigError as exc:
+        exit_on_config_error(exc)
+    url = f"http://{settings.WEB_HOST}:{settings.PORT}"
+    web.run_app(app, host=settings.WEB_HOST, port=settings.PORT, access_log=None,
+                print=lambda _banner: log.info("pointsync web listening on %s", url))
+
+
+if __name__ == "__main__":
+    main()

@@ -84,6 +84,16 @@ def _after_fork(**_: Any) -> None:
     reset_after_fork()
 
 
+def _quiet_http_logs(**_: Any) -> None:
+    """httpx logs every request at INFO: at a hundred transactions a second that is
+    thousands of lines, and measurable CPU. Failures are logged by the flows themselves."""
+    import logging
+
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+signals.after_setup_logger.connect(_quiet_http_logs, weak=False)
 signals.worker_init.connect(_require_full_settings, weak=False)
 signals.beat_init.connect(_require_full_settings, weak=False)
 signals.worker_process_init.connect(_after_fork, weak=False)

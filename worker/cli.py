@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +17,9 @@ cli = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="pointsync: Treazure → Engage point sync, operated from a terminal.")
 db_cli = typer.Typer(no_args_is_help=True, help="The worker's own database.")
 cli.add_typer(db_cli, name="db")
+points_cli = typer.Typer(no_args_is_help=True,
+                         help="Point transactions: book by hand, list failures, replay.")
+cli.add_typer(points_cli, name="points")
 console = Console()
 
 RUN_COLUMNS = ("id", "status", "window_from", "window_to", "duration_seconds", "fetched",
@@ -106,6 +110,178 @@ def sync(
         console.print(f"[red]sync failed:[/red] {summary}")
     if not isinstance(summary, dict) or summary.get("status") == "failed":
         raise typer.Exit(1)
+
+
+POINT_COLUMNS = ("reference", "state", "contact_id", "amount", "balance", "attempts", "source",
+                 "updated_at", "reason")
+
+
+def _point_dict(row: Any) -> dict[str, Any]:
+    from worker.points import decimal_text
+
+    return {"reference": row.reference, "state": row.state, "contact_id": row.contact_id,
+            "amount": decimal_text(row.amount_cents), "description": row.description,
+            "balance": decimal_text(row.balance_cents), "attempts": row.attempts,
+            "uncertain": row.uncertain, "source": row.source, "reason": row.reason,
+            "created_at": row.created_at, "updated_at": row.updated_at,
+            "booked_at": row.booked_at, "applied_at": row.applied_at}
+
+
+def points_table(rows: list[Any], title: str) -> Table:
+    table = Table(title=title)
+    for column in POINT_COLUMNS:
+        table.add_column(column.replace("_", " "), overflow="fold")
+    for row in rows:
+        data = _point_dict(row)
+        table.add_row(*(_cell(data[column]) for column in POINT_COLUMNS))
+    return table
+
+
+def _print_point(row: Any, as_json: bool) -> None:
+    data = _point_dict(row)
+    if as_json:
+        print(json.dumps({k: _jsonable(v) for k, v in data.items()}))
+        return
+    table = Table(title=f"transaction {row.reference}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in data.items():
+        if value is not None:
+            table.add_row(key.replace("_", " "), _cell(value))
+    console.print(table)
+
+
+def _ledger() -> Any:
+    from worker.ledger import Ledger
+    from worker.runtime import prepare_store
+    from worker.settings import get_core_settings
+
+    return Ledger(prepare_store(get_core_settings().DATABASE_URL))
+
+
+def _enqueue_and_follow(ledger: Any, row: Any, wait: bool, timeout: float, as_json: bool) -> None:
+    """Hand the row to the workers; with `wait`, follow it until it settles."""
+    from worker.celery import app
+    from worker.tasks import task_arguments
+
+    try:
+        app.send_task("pointsync.add_points", kwargs=task_arguments(row))
+    except Exception as exc:  # recorded all the same: the sweep finishes it
+        console.print(f"[yellow]could not enqueue ({type(exc).__name__}); the sweep will "
+                      f"finish {row.reference}[/yellow]", highlight=False)
+    deadline = time.monotonic() + timeout
+    while wait and row.state in ("received", "booked") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        row = ledger.get(row.reference)
+    _print_point(row, as_json)
+    if row.state == "failed":
+        raise typer.Exit(1)
+    if wait and row.state != "applied":
+        console.print(f"still {row.state} after {timeout:g} s; the workers go on with it")
+        raise typer.Exit(2)
+
+
+@points_cli.command("add")
+def points_add(
+    contact_id: Annotated[str, typer.Argument(help="Engage contact id (Treazure account).")],
+    amount: Annotated[str, typer.Argument(help="Points, e.g. 25 or -10.50 (a redemption).")],
+    description: Annotated[str, typer.Option(help="1 to 100 characters, shown in Treazure.")],
+    reference: Annotated[str | None, typer.Option(
+        help="Idempotency key; the same one again books nothing. Made up when absent.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until it is applied in Engage.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Book points by hand: recorded, booked in Treazure once, set in Engage."""
+    from worker.arguments import InvalidArgument
+    from worker.point_request import validate_request
+    from worker.points import record
+
+    ledger = _ledger()
+    try:
+        request = validate_request(contact_id, amount, description, reference)
+        row, created = record(ledger.store, request, "cli")
+    except InvalidArgument as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if not created:
+        console.print(f"reference {request.reference} was recorded before: nothing new is booked")
+    if row.final:
+        _print_point(row, as_json)
+        raise typer.Exit(1 if row.state == "failed" else 0)
+    _enqueue_and_follow(ledger, row, wait, timeout, as_json)
+
+
+@points_cli.command("failed")
+def points_failed(
+    limit: Annotated[int, typer.Option(help="How many to show, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Transactions that ended failed, with the reason (replay them with `points replay`)."""
+    rows = _ledger().listing("failed", limit)
+    if as_json:
+        print(json.dumps([{k: _jsonable(v) for k, v in _point_dict(r).items()} for r in rows]))
+        return
+    console.print(points_table(rows, f"failed transactions ({len(rows)} shown)"))
+
+
+@points_cli.command("list")
+def points_list(
+    state: Annotated[str | None, typer.Option(
+        help="Only this state: received, booked, applied or failed.")] = None,
+    limit: Annotated[int, typer.Option(help="How many to show, newest first.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Recent transactions, newest first."""
+    rows = _ledger().listing(state, limit)
+    if as_json:
+        print(json.dumps([{k: _jsonable(v) for k, v in _point_dict(r).items()} for r in rows]))
+        return
+    console.print(points_table(rows, "transactions"))
+
+
+@points_cli.command("show")
+def points_show(
+    reference: Annotated[str, typer.Argument(help="The transaction's reference.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """One transaction, every field."""
+    row = _ledger().get(reference)
+    if row is None:
+        console.print(f"no transaction with reference {reference}")
+        raise typer.Exit(1)
+    _print_point(row, as_json)
+
+
+@points_cli.command("replay")
+def points_replay(
+    reference: Annotated[str, typer.Argument(help="The failed transaction's reference.")],
+    wait: Annotated[bool, typer.Option(help="Wait until it is applied in Engage.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait at most.")] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Try a failed transaction again. One Treazure booked already only goes to Engage
+    again; one it did not book is booked (after the usual history check)."""
+    ledger = _ledger()
+    row = ledger.get(reference)
+    if row is None:
+        console.print(f"no transaction with reference {reference}")
+        raise typer.Exit(1)
+    if row.state != "failed":
+        console.print(f"{reference} is {row.state}, not failed: nothing to replay")
+        raise typer.Exit(1)
+    if row.amount_cents is None:
+        console.print(f"{reference} was refused as invalid ({row.reason}); "
+                      "it cannot be booked as it stands")
+        raise typer.Exit(1)
+    _enqueue_and_follow(ledger, ledger.reopen(reference), wait, timeout, as_json)
+
+
+@cli.command()
+def web() -> None:
+    """Run the web process: Engage's webhook receiver and /health (PORT, WEB_HOST)."""
+    from worker.web import main as web_main
+
+    web_main()
 
 
 @cli.command()

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,3 +172,52 @@ def start_celery(kind: str, env: dict[str, str], log: Path, args: list[str] | No
     if proc.poll() is not None:
         raise RuntimeError(f"celery {kind} exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
     return CeleryProcess(proc, log)
+
+
+@dataclass
+class WebProcess:
+    proc: subprocess.Popen  # type: ignore[type-arg]
+    log: Path
+    url: str  # base URL, e.g. http://127.0.0.1:8123
+
+    def stop(self) -> None:
+        stop(self.proc, timeout=30)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with _DIRECT.open(f"{url}/health", timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):  # refused while starting, or a non-2xx answer
+        return False
+
+
+def start_web(env: dict[str, str], log: Path, ready_timeout: float = 30) -> WebProcess:
+    """`python -m worker.web` on 127.0.0.1:$PORT, waiting until GET /health answers 200."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, **env}
+    url = f"http://127.0.0.1:{full_env['PORT']}"
+    handle = log.open("w")
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "worker.web"], env=full_env, stdout=handle, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so kill() reaches any children
+    )
+    handle.close()
+    try:
+        _wait_until(lambda: proc.poll() is not None or _healthy(url), ready_timeout,
+                    "web process", poll=0.1)
+    except TimeoutError as error:
+        stop(proc)
+        raise TimeoutError(f"{error}:\n{log.read_text()[-3000:]}") from None
+    if proc.poll() is not None:
+        raise RuntimeError(f"web process exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+    return WebProcess(proc, log, url)

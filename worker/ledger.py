@@ -109,6 +109,7 @@ def _row(mapping: Any) -> LedgerRow:
 
 class Ledger:
     def __init__(self, store: Store) -> None:
+        self.store = store
         self.engine = store.engine
 
     # -- recording --------------------------------------------------------------------
@@ -118,6 +119,9 @@ class Ledger:
 
         An existing row is returned as it is: the same reference books nothing new.
         """
+        known = self.get(request.reference)
+        if known is not None:  # the usual case for a task: the web process recorded it
+            return known, False
         now = utcnow()
         values = {
             "reference": request.reference, "contact_id": request.contact_id,
@@ -171,8 +175,9 @@ class Ledger:
                 .where(t.reference == reference, t.state.in_(OPEN_STATES),
                        or_(t.lease_until.is_(None), t.lease_until < now))
                 .values(lease_until=now + timedelta(seconds=lease_seconds))
-            ).rowcount
-        return self.get(reference) if taken == 1 else None
+                .returning(*point_transactions.c)
+            ).mappings().first()
+        return _row(taken) if taken is not None else None
 
     # Each move below takes the holder's `lease` (the row's lease_until as claimed): with
     # it, the move happens only while that lease is still the row's, else LeaseLost.
@@ -199,13 +204,13 @@ class Ledger:
     def still_uncertain(self, reference: str, reason: str, lease: datetime | None = None) -> None:
         self._set(reference, lease, reason=reason)
 
-    def booked(
+    def booked(  # and lets go of the lease: what remains is Engage's, for the drainer
         self, reference: str, balance_cents: int | None, mutated_us: int | None,
         lease: datetime | None = None,
     ) -> None:
         self._set(reference, lease, state="booked", uncertain=False, reason=None,
                   balance_cents=balance_cents, balance_mutated_us=mutated_us,
-                  booked_at=utcnow(), next_attempt_at=None)
+                  booked_at=utcnow(), next_attempt_at=None, lease_until=None)
 
     def set_booking_time(self, reference: str, balance_cents: int, mutated_us: int) -> None:
         self._set(reference, None, balance_cents=balance_cents, balance_mutated_us=mutated_us)

@@ -93,10 +93,10 @@ async def add_points(parts: Parts, request: PointRequest, source: str) -> Outcom
     row, created = record(parts.store, request, source)
     if row.final:
         return Outcome.of(row, duplicate=not created)
-    return await process(parts, request.reference, duplicate=not created)
+    return await process(parts, request.reference)
 
 
-async def process(parts: Parts, reference: str, *, duplicate: bool = False) -> Outcome:
+async def process(parts: Parts, reference: str) -> Outcome:
     """Move an open row on as far as it goes now (booked, then applied)."""
     ledger = Ledger(parts.store)
     row = ledger.claim(reference, parts.settings.POINTS_LEASE_SECONDS)
@@ -104,17 +104,22 @@ async def process(parts: Parts, reference: str, *, duplicate: bool = False) -> O
         current = ledger.get(reference)
         if current is None:
             raise InvalidArgument(f"reference: no transaction {reference!r} is recorded")
-        return Outcome.of(current, duplicate=duplicate, in_progress=not current.final)
+        return Outcome.of(current, duplicate=current.final, in_progress=not current.final)
     retry_in: float | None = None
+    settled = False  # booked or failed: those moves let go of the lease themselves
     try:
         if row.state == "received":
             retry_in = await _book(parts, ledger, row)
+            settled = retry_in is None
     finally:
-        with contextlib.suppress(LeaseLost):  # failed rows hold no lease any more
-            ledger.release(reference, retry_in, row.lease_until)
-    if ledger.get(reference).state == "booked":  # type: ignore[union-attr]
+        if not settled:
+            with contextlib.suppress(LeaseLost):
+                ledger.release(reference, retry_in, row.lease_until)
+    current = ledger.get(reference)
+    if current is not None and current.state == "booked":
         await drain(parts)
-    return Outcome.of(ledger.get(reference), duplicate=duplicate)  # type: ignore[arg-type]
+        current = ledger.get(reference)
+    return Outcome.of(current)  # type: ignore[arg-type]
 
 
 # -- booking in Treazure ---------------------------------------------------------------------

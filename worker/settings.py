@@ -90,7 +90,7 @@ class Settings(CoreSettings):
 
     # Point transactions (flow 2). A worker holds a transaction for at most the lease; a
     # killed worker's transaction is taken over by the sweep once the lease has run out.
-    POINTS_LEASE_SECONDS: int = Field(120, ge=30)
+    POINTS_LEASE_SECONDS: int = Field(120, ge=5)
     # Tries inside one task before the row waits for the sweep (with a growing pause).
     POINTS_INLINE_ATTEMPTS: int = Field(3, ge=1)
     # Booking tries in all before a transaction ends `failed` (an operator can replay it).

@@ -164,6 +164,7 @@ def test_stats_reset(treazure: httpx.Client, engage: httpx.Client) -> None:
     }
     assert treazure.post("/_sim/stats/reset").json() == {
         "requests": {},
+        "arrived": {},
         "token_requests": 0,
         "engage_push_requests": 0,
         "engage_push_items": 0,

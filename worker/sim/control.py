@@ -36,6 +36,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_sim/stats", get_stats)
     app.router.add_post("/_sim/stats/reset", reset_stats)
     app.router.add_get("/_sim/engage/balance/{contact}", engage_balance)
+    app.router.add_post("/_sim/engage/set-times", engage_set_times)
     app.router.add_get("/_sim/treazure/account/{account}", treazure_account)
     app.router.add_post("/_sim/compare", compare)
 
@@ -164,8 +165,31 @@ async def engage_balance(request: web.Request) -> web.Response:
         {
             "balance": Fragment(cents_to_json(state.follower.balance[account])),
             "set_count": state.follower.set_count[account],
+            "set_at_us": state.follower.set_at_us[account],
         }
     )
+
+
+async def engage_set_times(request: web.Request) -> web.Response:
+    """When Engage last took each contact's balance: {"contactIds": [...]} → {"items": {id:
+    {setAtUs (null if never), setCount, balance} or null for a contact Engage lacks}}."""
+    state = _state(request)
+    ids = (await read_object(request)).get("contactIds")
+    if not isinstance(ids, list) or not all(isinstance(contact, str) for contact in ids):
+        raise bad_request("contactIds must be a list of strings")
+    return json_response({"items": {contact: _set_time(state, contact) for contact in ids}})
+
+
+def _set_time(state: SimState, contact: str) -> dict[str, Any] | None:
+    account = state.ledger.index.get(contact)
+    follower = state.follower
+    if account is None or not follower.known[account]:
+        return None
+    return {
+        "setAtUs": follower.set_at_us[account] or None,
+        "setCount": follower.set_count[account],
+        "balance": Fragment(cents_to_json(follower.balance[account])),
+    }
 
 
 async def treazure_account(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ from array import array
 from collections.abc import Mapping
 from typing import Any
 
-from worker.sim.clock import parse_us
+from worker.sim.clock import now_us, parse_us
 from worker.sim.errors import bad_request
 from worker.sim.money import json_to_cents
 
@@ -18,13 +18,16 @@ class Follower:
         self.known = bytearray()  # 1 where Engage has the contact
         self.balance = array("q")  # cents
         self.set_count = array("q")  # balance pushes applied to the contact
+        self.set_at_us = array("q")  # wall clock of the last applied push, µs; 0 = never
 
     def add(self, known: bytes, cents: list[int]) -> None:
         """Append contacts for the accounts the ledger just opened, in the same order."""
         self.known += known
         self.balance.fromlist(cents)
         # Zeros straight from memory: no Python int per row.
-        self.set_count.frombytes(bytes(self.set_count.itemsize * len(known)))
+        zeros = bytes(self.set_count.itemsize * len(known))
+        self.set_count.frombytes(zeros)
+        self.set_at_us.frombytes(zeros)
 
     def set_balances(
         self, rows: list[Any], index: Mapping[str, int], definition_id: int
@@ -44,9 +47,11 @@ class Follower:
                 refused.append({"contactId": row.get("contactId"), "reason": outcome})
             else:
                 accepted.append(outcome)
+        at_us = now_us()  # one stamp per request: its rows arrive together
         for account, cents in accepted:
             self.balance[account] = cents
             self.set_count[account] += 1
+            self.set_at_us[account] = at_us
         return refused
 
     def _check(

@@ -10,6 +10,7 @@ from worker.sim.targets import is_engage
 class Stats:
     def __init__(self) -> None:
         self.requests: Counter[str] = Counter()  # "<target> <status or drop>" → count
+        self.arrivals: Counter[str] = Counter()  # target → requests that arrived (answered or not)
         self.token_requests = 0
         self.engage_push_requests = 0
         self.engage_push_items = 0
@@ -19,6 +20,7 @@ class Stats:
 
     def arrived(self, target: str, now: float) -> None:
         """Called for every API request before anything else (faults included)."""
+        self.arrivals[target] += 1
         if target == "treazure.token":
             self.token_requests += 1
         elif is_engage(target):
@@ -32,6 +34,7 @@ class Stats:
     def as_json(self, faults_pending: int) -> dict[str, Any]:
         return {
             "requests": dict(self.requests),
+            "arrived": dict(self.arrivals),
             "token_requests": self.token_requests,
             "engage_push_requests": self.engage_push_requests,
             "engage_push_items": self.engage_push_items,

@@ -93,9 +93,23 @@ class EngageClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def wait_for_slot(self) -> None:
+        """Wait for a slot of the shared rate limit, to be spent by the next call made with
+        `slot_reserved=True`: a caller that gathers work while it waits (the points
+        drainer) sends more in that one request."""
+        await self._limiter.acquire()
+
+    async def _call(
+        self, method: str, url: str, *, slot_reserved: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        paid = slot_reserved
+
         async def once() -> httpx.Response:
-            await self._limiter.acquire()
+            nonlocal paid
+            if paid:
+                paid = False  # only the first attempt: a retry waits for a slot of its own
+            else:
+                await self._limiter.acquire()
             request = self._http.build_request(method, url, headers=self._headers, **kwargs)
             # A balance push is a plain overwrite: repeating the same one is harmless,
             # so every failure that may be transient is retried like a read.
@@ -112,14 +126,17 @@ class EngageClient:
             _PushRow(row.contact_id, row.amount, definition_id, row.mutated_at) for row in rows
         ])
 
-    async def push_balances(self, rows: Sequence[BalanceRow]) -> PushResult:
+    async def push_balances(
+        self, rows: Sequence[BalanceRow], *, slot_reserved: bool = False
+    ) -> PushResult:
         """Set absolute balances for up to 1,000 contacts in one request."""
         if not rows:
             return PushResult(None, {})
         if len(rows) > MAX_BATCH:
             raise ValueError(f"a balance push takes at most {MAX_BATCH} rows, got {len(rows)}")
         response = await self._call(
-            "POST", f"{self._prefix}/balances", content=self.encode_balances(rows)
+            "POST", f"{self._prefix}/balances", content=self.encode_balances(rows),
+            slot_reserved=slot_reserved,
         )
         try:
             body = orjson.loads(response.content) if response.content else {}

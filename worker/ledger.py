@@ -27,12 +27,12 @@ from sqlalchemy import (
     Text,
     and_,
     func,
-    insert,
     or_,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from worker.point_request import PointRequest
 from worker.store import Store, _as_utc, metadata, save_sent_balances, utcnow
@@ -119,9 +119,6 @@ class Ledger:
 
         An existing row is returned as it is: the same reference books nothing new.
         """
-        known = self.get(request.reference)
-        if known is not None:  # the usual case for a task: the web process recorded it
-            return known, False
         now = utcnow()
         values = {
             "reference": request.reference, "contact_id": request.contact_id,
@@ -146,15 +143,18 @@ class Ledger:
         return self._insert_once(values)
 
     def _insert_once(self, values: dict[str, Any]) -> tuple[LedgerRow, bool]:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(insert(point_transactions).values(**values))
-            created = True
-        except IntegrityError:
-            created = False  # a concurrent or earlier delivery recorded it first
+        """Insert unless the reference exists: one statement for a new row (the webhook's
+        usual case), and no error raised and rolled back for an existing one."""
+        dialect = self.engine.dialect.name
+        insert_new = (sqlite_insert if dialect == "sqlite" else postgresql_insert)(
+            point_transactions).values(**values).on_conflict_do_nothing()
+        with self.engine.begin() as conn:
+            created = conn.execute(insert_new.returning(*point_transactions.c)).mappings().first()
+        if created is not None:
+            return _row(created), True
         row = self.get(values["reference"])
         assert row is not None
-        return row, created
+        return row, False
 
     def get(self, reference: str) -> LedgerRow | None:
         with self.engine.connect() as conn:

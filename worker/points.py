@@ -11,10 +11,10 @@ holds the row's lease books it:
   dropped connection or a 5xx may be booked: uncertain, resolved after a short pause;
 - a 4xx ends the row `failed` with Treazure's reason (422: insufficient balance).
 
-The new balance reaches Engage through `drain`: one process at a time pushes every booked
-row, many contacts per request (Engage allows 50 requests/s for everything), under the
-same per-contact claims and the same guard as the balance sync (see pushguard), so neither
-flow ever overwrites the other's newer balance.
+The new balance reaches Engage through `drain`, scheduled once for many bookings: one
+process at a time pushes every booked row, many contacts per request (Engage allows 50
+requests/s for everything), under the same per-contact claims and the same guard as the
+balance sync (see pushguard), so neither flow overwrites the other's newer balance.
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ DRAIN_BATCH = 1000
 BUSY_RETRY_SECONDS = 0.1
 # A booked row whose Engage push failed in a way that may pass is tried again after this.
 ENGAGE_RETRY_SECONDS = 30.0
-# The drainer waits for rows due this soon instead of leaving them to the sweep.
-DRAIN_WAIT_SECONDS = 2.0
+# One scheduled drain at a time; the mark expires should its message be lost (the sweep
+# pushes what waits in any case).
+PUSH_TURN = "pointsync:points:push_turn"
+PUSH_TURN_TTL_MS = 10_000
 
 
 @dataclass
@@ -80,7 +82,9 @@ class Outcome:
 
 def record(store: Store, request: PointRequest, source: str) -> tuple[LedgerRow, bool]:
     """The ledger row for the request (created, or the one its reference already has)."""
-    row, created = Ledger(store).record(request, source)
+    ledger = Ledger(store)
+    known = ledger.get(request.reference)  # a task's usual case: the web process recorded it
+    row, created = (known, False) if known is not None else ledger.record(request, source)
     if not created and not row.same_request(request):
         raise InvalidArgument(
             f"reference: {request.reference!r} is already used for a different transaction "
@@ -115,11 +119,8 @@ async def process(parts: Parts, reference: str) -> Outcome:
         if not settled:
             with contextlib.suppress(LeaseLost):
                 ledger.release(reference, retry_in, row.lease_until)
-    current = ledger.get(reference)
-    if current is not None and current.state == "booked":
-        await drain(parts)
-        current = ledger.get(reference)
-    return Outcome.of(current)  # type: ignore[arg-type]
+    # A booked row's balance goes to Engage with the next drain (see take_push_turn).
+    return Outcome.of(ledger.get(reference))  # type: ignore[arg-type]
 
 
 # -- booking in Treazure ---------------------------------------------------------------------
@@ -243,34 +244,47 @@ def _refusal(error: Rejected) -> str:
 
 
 async def drain(parts: Parts, budget_seconds: float = 30.0) -> int:
-    """Push every booked row's balance to Engage; returns how many rows were applied.
+    """Push the balances of booked rows to Engage; returns how many rows were applied.
 
-    One drainer at a time (a Redis lock): rows booked meanwhile by other workers wait for
-    it and go in its next request, which is what lets many transactions share one of
-    Engage's 50 requests a second. After letting go it looks once more, so a row booked
-    just as it finished is not left for the sweep.
+    One drainer at a time (a Redis lock). Each request first waits for its slot of
+    Engage's shared rate limit and only then takes every row booked by then, so the wait
+    is a gathering window: many transactions share one of Engage's 50 requests a second.
     """
     ledger = Ledger(parts.store)
     applied = 0
     deadline = time.monotonic() + budget_seconds
-    while time.monotonic() < deadline:
-        async with held_lock(parts.redis, DRAIN_LOCK, DRAIN_LOCK_TTL) as acquired:
-            if not acquired:
-                return applied
-            while time.monotonic() < deadline and (rows := ledger.due_booked(DRAIN_BATCH)):
-                applied += await _apply(parts, ledger, rows)
-        due = ledger.next_booked_due()
-        if due is None:
-            return applied
-        wait = (due - utcnow()).total_seconds()
-        if wait > DRAIN_WAIT_SECONDS:
-            return applied  # the sweep comes back for it
-        if wait > 0:
-            await asyncio.sleep(wait)
+    async with held_lock(parts.redis, DRAIN_LOCK, DRAIN_LOCK_TTL) as acquired:
+        if not acquired:
+            return 0
+        while time.monotonic() < deadline and ledger.due_booked(1):
+            await parts.engage.wait_for_slot()
+            applied += await _apply(parts, ledger, ledger.due_booked(DRAIN_BATCH))
     return applied
 
 
+async def take_push_turn(redis: Any) -> bool:
+    """Whether the caller should schedule a drain: true for one caller until `end_push_turn`.
+
+    Booking tasks do not push themselves: they leave it to one scheduled drain, which
+    finds many rows waiting. A drain ends its turn before it looks for more work, so a
+    row booked meanwhile is either seen by that look or schedules the next drain itself.
+    """
+    return bool(await redis.set(PUSH_TURN, "1", nx=True, px=PUSH_TURN_TTL_MS))
+
+
+async def end_push_turn(redis: Any) -> None:
+    await redis.delete(PUSH_TURN)
+
+
+def seconds_until_due(store: Store) -> float | None:
+    """When the earliest booked row may be pushed (None: no booked row)."""
+    due = Ledger(store).next_booked_due()
+    return None if due is None else max(0.0, (due - utcnow()).total_seconds())
+
+
 async def _apply(parts: Parts, ledger: Ledger, rows: list[LedgerRow]) -> int:
+    """Push the newest balance of each contact in `rows`, in one request whose rate-limit
+    slot the caller already waited for."""
     rows = await _with_booking_times(parts, ledger, rows)
     # A contact booked several times: its newest balance covers the older ones.
     newest: dict[str, LedgerRow] = {}
@@ -297,7 +311,7 @@ async def _apply(parts: Parts, ledger: Ledger, rows: list[LedgerRow]) -> int:
                     to_push.append(row)
                 else:
                     superseded.append(row)  # Engage already holds this or a newer balance
-            pushed = await _push(parts, ledger, to_push, covered)
+            pushed = await _push(parts, ledger, to_push, covered)  # spends the slot
         if superseded:
             ledger.applied(_refs(superseded, covered), (),
                            reason="Engage already had this or a newer balance")
@@ -327,7 +341,7 @@ async def _push(
         for r in rows
     ]
     try:
-        result = await parts.engage.push_balances(balances)
+        result = await parts.engage.push_balances(balances, slot_reserved=True)
     except Rejected as exc:
         ledger.fail_many(dict.fromkeys(_refs(rows, covered),
                                        f"booked in Treazure; Engage refused the balance: {exc}"))

@@ -8,6 +8,7 @@ from typing import Any
 from worker import points
 from worker.celery import app
 from worker.ledger import LedgerRow
+from worker.parts import Parts
 from worker.point_request import SOURCES, validate_request
 from worker.runtime import remote, run_with_parts
 from worker.sync import run_sync
@@ -36,7 +37,12 @@ def sync_balances(self: Any, since: str | None = None, until: str | None = None)
     return result
 
 
-@app.task(name="pointsync.add_points")
+# Booking tasks leave pushing to one drain scheduled this long after the first booking
+# that needs it: the rows booked meanwhile go to Engage in the same request.
+PUSH_GATHER_SECONDS = 0.05
+
+
+@app.task(name="pointsync.add_points", track_started=False)
 def add_points(
     contact_id: str,
     amount: str | int | float,
@@ -48,11 +54,38 @@ def add_points(
 
     Invalid arguments fail the task at once (nothing is recorded or sent). A transaction
     not finished here (Treazure down, say) stays in the ledger and the sweep finishes it.
+    The result says `booked` when the Engage push is still to come (`pointsync points show`).
     """
     request = validate_request(contact_id, amount, description, reference)
     origin = source if source in SOURCES else "task"
-    outcome = run_with_parts(lambda parts: points.add_points(parts, request, origin))
+
+    async def work(parts: Parts) -> tuple[points.Outcome, bool]:
+        outcome = await points.add_points(parts, request, origin)
+        turn = outcome.state == "booked" and await points.take_push_turn(parts.redis)
+        return outcome, turn
+
+    outcome, push_turn = run_with_parts(work)
+    if push_turn:
+        push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
     return outcome.as_dict()
+
+
+@app.task(name="pointsync.push_points", track_started=False)
+def push_points() -> dict[str, Any]:
+    """Set the new balances of booked transactions in Engage, many per request."""
+
+    async def work(parts: Parts) -> tuple[int, float | None]:
+        applied = await points.drain(parts)
+        await points.end_push_turn(parts.redis)
+        wait = points.seconds_until_due(parts.store)
+        if wait is not None and not await points.take_push_turn(parts.redis):
+            wait = None  # a booking scheduled the next drain already
+        return applied, wait
+
+    applied, again_in = run_with_parts(work)
+    if again_in is not None:
+        push_points.apply_async(countdown=max(again_in, PUSH_GATHER_SECONDS))
+    return {"applied": applied, "next_in_seconds": again_in}
 
 
 @app.task(name="pointsync.sweep_points")

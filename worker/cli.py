@@ -181,7 +181,8 @@ def _enqueue_and_follow(ledger: Any, row: Any, wait: bool, timeout: float, as_js
         raise typer.Exit(2)
 
 
-@points_cli.command("add")
+# ignore_unknown_options: a redemption's amount (-10.50) is an argument, not an option.
+@points_cli.command("add", context_settings={"ignore_unknown_options": True})
 def points_add(
     contact_id: Annotated[str, typer.Argument(help="Engage contact id (Treazure account).")],
     amount: Annotated[str, typer.Argument(help="Points, e.g. 25 or -10.50 (a redemption).")],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from typing import Any
 
 from worker.arguments import InvalidArgument
@@ -21,7 +21,9 @@ MAX_REFERENCE = 64
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 # Printable, no spaces: a reference travels as Treazure's receiptNr and in URLs and logs.
 _REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]*")
-_MAX_CENTS = int(EXACT_FLOAT_LIMIT * 100)
+_MAX_DIGITS = len(str(int(EXACT_FLOAT_LIMIT))) - 1  # amounts below 10^13
+# Wide enough for any valid amount (13 + 2 digits); anything it must round had more decimals.
+_EXACT = Context(prec=40, traps=[Inexact, Overflow, InvalidOperation])
 SOURCES = frozenset({"task", "webhook", "cli"})
 
 
@@ -56,20 +58,25 @@ def amount_cents(value: Any) -> int:
     # A float is read through its shortest repr: the text a JSON number carried.
     text = repr(value) if isinstance(value, float) else str(value).strip()
     try:
+        if "_" in text:  # Decimal() would take 1_000; no API writes numbers so
+            raise InvalidOperation
         exact = Decimal(text)
     except InvalidOperation:
         raise InvalidArgument(f"amount: must be a decimal number, got {_shown(value)}") from None
     if not exact.is_finite():
         raise InvalidArgument("amount: must be finite")
-    hundredths = exact.scaleb(2)
-    if hundredths != hundredths.to_integral_value():
-        raise InvalidArgument(f"amount: at most 2 decimals are allowed, got {text}")
-    cents = int(hundredths)
-    if cents == 0:
+    if exact.is_zero():
         raise InvalidArgument("amount: must not be zero")
-    if abs(cents) >= _MAX_CENTS:
+    if exact.adjusted() >= _MAX_DIGITS:
         raise InvalidArgument(f"amount: must be smaller than {EXACT_FLOAT_LIMIT:,.0f} in size")
-    return cents
+    try:
+        # Exact or refused: the default context would round beyond 28 digits.
+        hundredths = exact.scaleb(2, context=_EXACT)
+    except Inexact:
+        hundredths = Decimal("0.5")  # not integral: refused just below
+    if hundredths != hundredths.to_integral_value():
+        raise InvalidArgument(f"amount: at most 2 decimals are allowed, got {_shown(text)}")
+    return int(hundredths)
 
 
 def validate_description(value: Any) -> str:

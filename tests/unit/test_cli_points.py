@@ -99,6 +99,22 @@ def test_add_records_a_cli_row_and_enqueues_the_task(ledger: Ledger, sent: SentT
                                         "reference": reference})]
 
 
+def test_add_books_a_redemption_given_after_double_dash(
+    ledger: Ledger, sent: SentTasks
+) -> None:
+    result = run("points", "add", "--description", "Redeemed", "--no-wait", "--json",
+                 "--reference", "redeem-1", "--", CONTACT, "-10.50")
+    assert result.exit_code == 0, result.output
+    row = ledger.get("redeem-1")
+    assert row is not None and row.amount_cents == -1050
+    assert sent.calls[0][1]["amount"] == "-10.50"
+
+
+def test_add_books_a_redemption_given_as_its_help_shows(ledger: Ledger, sent: SentTasks) -> None:
+    result = add("--reference", "redeem-1", amount="-10.50")
+    assert result.exit_code == 0, result.output
+
+
 def test_add_refuses_a_long_description_before_anything_happens(
     ledger: Ledger, sent: SentTasks
 ) -> None:

@@ -86,13 +86,20 @@ def test_amount_with_more_than_two_decimals_is_refused_not_rounded() -> None:
             amount_cents(value)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: amount_cents scales in the default decimal context (28 digits), so a longer "
-    "amount is rounded to 2 decimals, and a huge exponent raises decimal.Overflow"))
-@pytest.mark.parametrize("value", ["1.000000000000000000000000000001", "1e999999"])
-def test_amount_refuses_long_or_huge_decimals(value: str) -> None:
+@pytest.mark.parametrize(("value", "rule"), [
+    ("1.000000000000000000000000000001", "at most 2 decimals"),  # beyond 28 digits
+    (Decimal("2.50000000000000000000000000001"), "at most 2 decimals"),  # as the webhook parses
+    ("1e999999", "smaller than"),
+    ("1e-999999999", "at most 2 decimals"),
+    ("1_000", "decimal number"),
+])
+def test_amount_refuses_long_huge_tiny_or_underscored_decimals(value: object, rule: str) -> None:
     message = refusal(amount_cents, value)
-    assert message.startswith("amount: ")
+    assert message.startswith("amount: ") and rule in message
+
+
+def test_amount_keeps_trailing_zeros_beyond_two_decimals_exact() -> None:
+    assert amount_cents("12.500000000000000000000000000000000000000000000000000") == 1250
 
 
 # -- description ----------------------------------------------------------------------------

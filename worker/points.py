@@ -295,7 +295,7 @@ async def _apply(parts: Parts, ledger: Ledger, rows: list[LedgerRow]) -> int:
             newest[row.contact_id] = row
         covered.setdefault(row.contact_id, []).append(row.reference)
     heads = list(newest.values())
-    claim = await parts.guard.claim([(r.contact_id, r.balance_mutated_us) for r in heads])
+    claim = await parts.guard.claim_for_points([r.contact_id for r in heads])
     busy = [heads[i] for i in claim.busy]
     ledger.defer(_refs(busy, covered), BUSY_RETRY_SECONDS)
     mine = [heads[i] for i in claim.claimed]
@@ -316,9 +316,9 @@ async def _apply(parts: Parts, ledger: Ledger, rows: list[LedgerRow]) -> int:
             ledger.applied(_refs(superseded, covered), (),
                            reason="Engage already had this or a newer balance")
     finally:
-        await parts.guard.release(
+        await parts.guard.release_points(
             claim.token, [r.contact_id for r in mine],
-            [(r.contact_id, r.balance_mutated_us) for r in pushed], flow="points")
+            [(r.contact_id, r.balance_mutated_us) for r in pushed])  # type: ignore[misc]
     return len(_refs(pushed, covered)) + len(_refs(superseded, covered))
 
 
@@ -405,6 +405,7 @@ async def sweep(parts: Parts, enqueue: Callable[[LedgerRow], None]) -> dict[str,
     broker restarted, enqueue failed) and push booked rows that still wait for Engage."""
     ledger = Ledger(parts.store)
     s = parts.settings
+    await parts.guard.prune()
     lost = ledger.lost_received(s.POINTS_STALE_SECONDS)
     sent = 0
     for row in lost:

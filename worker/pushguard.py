@@ -3,16 +3,17 @@ balance sync and point transactions.
 
 Engage overwrites a balance with whatever arrives last, so the check "is this balance newer
 than what Engage was sent?" and the push itself must not interleave with another flow's
-check and push for the same contact. Before a push, a flow *claims* its contacts in Redis
-(one Lua call per batch); a contact claimed by the other flow is
-`busy` and waits. The claim also answers `newer` when the other flow already sent a newer
-balance that the caller could not know of yet:
+check and push for the same contact. Before a push, each flow *claims* its contacts in one
+atomic Lua call, which both records its claim and looks for the other flow's:
 
-- a point transaction's push leaves a marker `sent:{contact}` (its mutated time, kept for a
-  task time limit, longer than any sync run), because a running sync read its guard state
-  from the database before that push;
-- a sync's push stays in the hash `unflushed` until its write-behind has committed the row to
-  the database, because a transaction reads its guard state from the database.
+- a sync batch is one Redis set of contacts (`batch:{token}`), kept from its claim until
+  the run's write-behind has committed what it pushed to the database, because a point
+  transaction reads its guard state from the database. A transaction's contact in such a
+  set is `busy` and waits a moment;
+- a point transaction claims contacts in the hash `claims`, and its push leaves a marker in
+  the hash `sent` (its mutated time, kept for a task time limit, longer than any sync run),
+  because a running sync read its guard state from the database before that push. A sync
+  row older than a marker is `newer` elsewhere and is not sent.
 
 Claims expire, so a holder that dies blocks its contacts only until then.
 """
@@ -30,109 +31,149 @@ from worker.settings import Settings
 PREFIX = "pointsync:guard:"
 CLAIMED, BUSY, NEWER = 0, 1, 2
 
-# Claims live in one hash (contact → "token expiry-ms"), so a batch of a thousand costs a
-# handful of Redis calls, not thousands; an expired claim counts as free. Times come from
-# Redis's own clock, so workers with skewed clocks agree.
-# ARGV: prefix, token, ttl ms, then contact, mutated µs pairs. Returns one status per pair.
-_CLAIM = """
-local prefix, token, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = (#ARGV - 3) / 2
-local cids, sents = {}, {}
-for i = 1, n do
-  cids[i] = ARGV[2 + 2 * i]
-  sents[i] = prefix .. 'sent:' .. cids[i]
-end
-local holders = redis.call('HMGET', prefix .. 'claims', unpack(cids))
-local sent = redis.call('MGET', unpack(sents))
-local pending = redis.call('HMGET', prefix .. 'unflushed', unpack(cids))
-local out, taken, dropped = {}, {}, {}
-local mine = token .. ' ' .. (now + ttl)
-for i = 1, n do
-  local us = tonumber(ARGV[3 + 2 * i])
-  local holder, expiry = nil, 0
-  if holders[i] then
-    holder, expiry = string.match(holders[i], '^(%S+) (%d+)$')
-    expiry = tonumber(expiry)
+# A sync batch costs a set (C-level SADD) and two hash lookups, not a write per contact.
+# Contacts and times travel as one newline-separated string each: thousands of separate
+# arguments cost more to encode than the work itself. Expired claims and markers count as
+# absent. Times come from Redis's own clock, so workers with skewed clocks agree.
+
+_HELPERS = """
+local function split(text, numbers)
+  local out = {}
+  for item in string.gmatch(text, '[^\\n]+') do
+    out[#out + 1] = numbers and tonumber(item) or item
   end
-  if holder and holder ~= token and expiry > now then
+  return out
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- "first second" → first, tonumber(second).
+local function pair(value)
+  local gap = string.find(value, ' ', 1, true)
+  return string.sub(value, 1, gap - 1), tonumber(string.sub(value, gap + 1))
+end
+"""
+
+# ARGV: prefix, token, ttl ms, contacts, mutated µs. One status per contact.
+_CLAIM_SYNC = _HELPERS + """
+local prefix, token, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local cids, times = split(ARGV[4], false), split(ARGV[5], true)
+local now = now_ms()
+local holders = redis.call('HMGET', prefix .. 'claims', unpack(cids))
+local markers = redis.call('HMGET', prefix .. 'sent', unpack(cids))
+local out, taken = {}, {}
+for i = 1, #cids do
+  local status = 0
+  if holders[i] then
+    local _, expiry = pair(holders[i])
+    if expiry > now then status = 1 end
+  end
+  if status == 0 and markers[i] then
+    local us, expiry = pair(markers[i])
+    if expiry > now and tonumber(us) > times[i] then status = 2 end
+  end
+  if status == 0 then taken[#taken + 1] = cids[i] end
+  out[i] = status
+end
+if #taken > 0 then
+  local batch = prefix .. 'batch:' .. token
+  redis.call('SADD', batch, unpack(taken))
+  redis.call('PEXPIRE', batch, ttl)
+  redis.call('ZADD', prefix .. 'batches', now + ttl, token)
+end
+return out
+"""
+
+# ARGV: prefix, token, ttl ms, contacts. A contact in a live sync batch, or claimed by
+# another transaction, is busy.
+_CLAIM_POINTS = _HELPERS + """
+local prefix, token, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local cids = split(ARGV[4], false)
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', prefix .. 'batches', '-inf', now)
+local batches = redis.call('ZRANGE', prefix .. 'batches', 0, -1)
+local holders = redis.call('HMGET', prefix .. 'claims', unpack(cids))
+local out, taken = {}, {}
+local busy = {}
+for _, batch in ipairs(batches) do
+  local member = redis.call('SMISMEMBER', prefix .. 'batch:' .. batch, unpack(cids))
+  for i = 1, #cids do
+    if member[i] == 1 then busy[i] = true end
+  end
+end
+for i = 1, #cids do
+  if not busy[i] and holders[i] then
+    local holder, expiry = pair(holders[i])
+    busy[i] = holder ~= token and expiry > now
+  end
+  if busy[i] then
     out[i] = 1
-  elseif tonumber(sent[i] or '-1') > us or tonumber(pending[i] or '-1') > us then
-    if holder == token then dropped[#dropped + 1] = cids[i] end
-    out[i] = 2
   else
     taken[#taken + 1] = cids[i]
-    taken[#taken + 1] = mine
+    taken[#taken + 1] = token .. ' ' .. (now + ttl)
     out[i] = 0
   end
 end
 if #taken > 0 then redis.call('HSET', prefix .. 'claims', unpack(taken)) end
-if #dropped > 0 then redis.call('HDEL', prefix .. 'claims', unpack(dropped)) end
 return out
 """
 
-# ARGV: prefix, token, flow ('sync' | 'points'), marker ttl ms, n released, their contacts,
-# then contact, mutated µs pairs of what was pushed. What was pushed is remembered for the
-# other flow before the claims go, so no other push can slip in between.
-_RELEASE = """
-local prefix, token, flow, ttl, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local unflushed = prefix .. 'unflushed'
-local pushed, times = {}, {}
-for i = 6 + n, #ARGV, 2 do
-  pushed[#pushed + 1] = ARGV[i]
-  times[#times + 1] = ARGV[i + 1]
-end
-if #pushed > 0 and flow == 'sync' then
-  local known = redis.call('HMGET', unflushed, unpack(pushed))
+# ARGV: prefix, token, marker ttl ms, released contacts, pushed contacts, their µs. The
+# markers are set before the claims go, so no sync push can slip in between; a marker
+# only ever moves forward.
+_RELEASE_POINTS = _HELPERS + """
+local prefix, token, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local released, pushed, times = split(ARGV[4], false), split(ARGV[5], false), split(ARGV[6], true)
+local now = now_ms()
+if #pushed > 0 then
+  local known = redis.call('HMGET', prefix .. 'sent', unpack(pushed))
   local fields = {}
   for i = 1, #pushed do
-    if tonumber(known[i] or '-1') < tonumber(times[i]) then
+    local us = -1
+    if known[i] then us = tonumber((pair(known[i]))) end
+    if us < times[i] then
       fields[#fields + 1] = pushed[i]
-      fields[#fields + 1] = times[i]
+      fields[#fields + 1] = string.format('%d', times[i]) .. ' ' .. (now + ttl)
     end
   end
-  if #fields > 0 then redis.call('HSET', unflushed, unpack(fields)) end
-elseif #pushed > 0 then
-  for i = 1, #pushed do
-    local key = prefix .. 'sent:' .. pushed[i]
-    if tonumber(redis.call('GET', key) or '-1') < tonumber(times[i]) then
-      redis.call('SET', key, times[i], 'PX', ttl)
-    end
-  end
+  if #fields > 0 then redis.call('HSET', prefix .. 'sent', unpack(fields)) end
 end
-if n > 0 then
-  local cids = {}
-  for i = 1, n do cids[i] = ARGV[5 + i] end
-  local holders = redis.call('HMGET', prefix .. 'claims', unpack(cids))
+if #released > 0 then
+  local holders = redis.call('HMGET', prefix .. 'claims', unpack(released))
   local mine = {}
-  for i = 1, n do
-    if holders[i] and string.match(holders[i], '^(%S+) ') == token then
-      mine[#mine + 1] = cids[i]
-    end
+  for i = 1, #released do
+    if holders[i] and (pair(holders[i])) == token then mine[#mine + 1] = released[i] end
   end
   if #mine > 0 then redis.call('HDEL', prefix .. 'claims', unpack(mine)) end
 end
 return 0
 """
 
-# ARGV: prefix, then contact, mutated µs pairs now in the database: drop them from
-# `unflushed` unless a newer push replaced them meanwhile.
-_FORGET = """
-local unflushed = ARGV[1] .. 'unflushed'
-local cids = {}
-for i = 2, #ARGV, 2 do cids[#cids + 1] = ARGV[i] end
-local known = redis.call('HMGET', unflushed, unpack(cids))
-local gone = {}
-for i = 1, #cids do
-  if known[i] == ARGV[2 * i + 1] then gone[#gone + 1] = cids[i] end
+# ARGV: prefix. Drops expired claims and markers (a dead holder's, old pushes').
+_PRUNE = _HELPERS + """
+local now, dropped = now_ms(), 0
+for _, name in ipairs({'claims', 'sent'}) do
+  local key = ARGV[1] .. name
+  local entries = redis.call('HGETALL', key)
+  local gone = {}
+  for i = 1, #entries, 2 do
+    local _, expiry = pair(entries[i + 1])
+    if expiry <= now then gone[#gone + 1] = entries[i] end
+    if #gone >= 3000 then
+      redis.call('HDEL', key, unpack(gone))
+      dropped = dropped + #gone
+      gone = {}
+    end
+  end
+  if #gone > 0 then
+    redis.call('HDEL', key, unpack(gone))
+    dropped = dropped + #gone
+  end
 end
-if #gone > 0 then redis.call('HDEL', unflushed, unpack(gone)) end
-return 0
+redis.call('ZREMRANGEBYSCORE', ARGV[1] .. 'batches', '-inf', now)
+return dropped
 """
-
-# Lua's unpack() takes a few thousand values at most.
-_FORGET_CHUNK = 3000
 
 
 @dataclass
@@ -154,65 +195,73 @@ class PushGuard:
         self._claim_ttl_ms = int(claim_ttl_seconds * 1000)
         self._marker_ttl_ms = int(marker_ttl_seconds * 1000)
         self._redis = redis
-        self._claim = redis.register_script(_CLAIM)
-        self._release = redis.register_script(_RELEASE)
-        self._forget = redis.register_script(_FORGET)
+        self._claim_sync = redis.register_script(_CLAIM_SYNC)
+        self._claim_points = redis.register_script(_CLAIM_POINTS)
+        self._release_points = redis.register_script(_RELEASE_POINTS)
+        self._prune = redis.register_script(_PRUNE)
 
     @classmethod
     def for_settings(cls, redis: Redis, settings: Settings) -> PushGuard:
-        """Claims outlive the longest push with all its retries; markers outlive any run."""
+        """Claims outlive the longest push with all its retries and the write-behind after
+        it; markers outlive any sync run."""
         longest_push = settings.HTTP_MAX_ATTEMPTS * (
             settings.HTTP_TIMEOUT_SECONDS + settings.HTTP_MAX_BACKOFF_SECONDS) + 60
         return cls(redis, claim_ttl_seconds=longest_push,
                    marker_ttl_seconds=settings.TASK_TIME_LIMIT_SECONDS + 600)
 
-    async def claim(
-        self, rows: Sequence[tuple[str, int]], token: str | None = None
-    ) -> Claim:
-        """Claim (contact, mutated µs) rows for a push; pass the token again to retry
-        the busy ones under the same claim."""
-        claim = Claim(token or uuid.uuid4().hex)
-        if not rows:
-            return claim
-        args: list[str | int] = [self._prefix, claim.token, self._claim_ttl_ms]
-        for contact_id, mutated_us in rows:
-            args += (contact_id, mutated_us)
-        statuses = await self._claim(keys=[], args=args)
-        buckets = (claim.claimed, claim.busy, claim.newer)
-        for index, status in enumerate(statuses):
-            buckets[int(status)].append(index)
+    async def claim_for_sync(self, rows: Sequence[tuple[str, int]]) -> Claim:
+        """Claim a sync batch of (contact, mutated µs) rows. The claim lasts until
+        `release_sync` (after the write-behind committed the batch, or when nothing was
+        pushed): until then a point transaction for these contacts waits."""
+        claim = Claim(uuid.uuid4().hex)
+        if rows:
+            contacts, times = _columns(rows)
+            statuses = await self._claim_sync(keys=[], args=[
+                self._prefix, claim.token, self._claim_ttl_ms, contacts, times])
+            _sort(claim, statuses)
         return claim
 
-    async def release(
-        self, token: str, contacts: Sequence[str], pushed: Iterable[tuple[str, int]],
-        *, flow: str,
+    async def release_sync(self, tokens: Iterable[str]) -> None:
+        names = list(tokens)
+        if names:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(*(f"{self._prefix}batch:{token}" for token in names))
+                pipe.zrem(f"{self._prefix}batches", *names)
+                await pipe.execute()
+
+    async def claim_for_points(
+        self, contacts: Sequence[str], token: str | None = None
+    ) -> Claim:
+        """Claim contacts for a point transaction push; pass the token again to retry the
+        busy ones under the same claim."""
+        claim = Claim(token or uuid.uuid4().hex)
+        if contacts:
+            statuses = await self._claim_points(keys=[], args=[
+                self._prefix, claim.token, self._claim_ttl_ms, "\n".join(contacts)])
+            _sort(claim, statuses)
+        return claim
+
+    async def release_points(
+        self, token: str, contacts: Sequence[str], pushed: Iterable[tuple[str, int]]
     ) -> None:
-        """Let go of `contacts`, remembering what was `pushed` (contact, mutated µs) for
-        the other flow; `flow` is 'sync' or 'points'."""
-        args: list[str | int] = [self._prefix, token, flow, self._marker_ttl_ms, len(contacts),
-                                 *contacts]
-        for contact_id, mutated_us in pushed:
-            args += (contact_id, mutated_us)
-        await self._release(keys=[], args=args)
+        """Let go of `contacts`, leaving a marker for each (contact, mutated µs) pushed."""
+        pushed_contacts, times = _columns(pushed)
+        await self._release_points(keys=[], args=[
+            self._prefix, token, self._marker_ttl_ms, "\n".join(contacts),
+            pushed_contacts, times])
 
-    async def forget_flushed(self, rows: Iterable[tuple[str, int | None]]) -> None:
-        """Sync pushes now committed to the database need no Redis entry any more."""
-        args: list[str | int] = [self._prefix]
-        for contact_id, mutated_us in rows:
-            if mutated_us is None:
-                continue
-            args += (contact_id, mutated_us)
-            if len(args) > 2 * _FORGET_CHUNK:
-                await self._forget(keys=[], args=args)
-                args = [self._prefix]
-        if len(args) > 1:
-            await self._forget(keys=[], args=args)
-
-    async def unflushed(self) -> dict[str, int]:
-        """Sync pushes a stopped run never committed (folded in by the next run)."""
-        raw = await self._redis.hgetall(f"{self._prefix}unflushed")
-        return {_text(k): int(v) for k, v in raw.items()}
+    async def prune(self) -> int:
+        """Drop expired claims and markers; returns how many went."""
+        return int(await self._prune(keys=[], args=[self._prefix]))
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _sort(claim: Claim, statuses: Sequence[int]) -> None:
+    buckets = (claim.claimed, claim.busy, claim.newer)
+    for index, status in enumerate(statuses):
+        buckets[int(status)].append(index)
+
+
+def _columns(rows: Iterable[tuple[str, int]]) -> tuple[str, str]:
+    """(contacts, times) as newline-separated strings: one script argument each."""
+    pairs = list(rows)
+    return "\n".join(c for c, _ in pairs), "\n".join(str(us) for _, us in pairs)

@@ -152,6 +152,8 @@ class _Lanes:
         # Rows whose contact a point transaction was pushing at that moment: tried again
         # once the lane's input ends (the transaction's claim is short-lived).
         self.deferred: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
+        # Claims of pushed batches, let go once the flush that records them commits.
+        self.pending_tokens: list[str] = []
 
     async def add(self, entries: list[BalanceEntry]) -> None:
         count = self.count
@@ -242,8 +244,10 @@ class _Lanes:
             try:
                 result = await self.engage.push_balances(to_push)
             except BaseException:
-                await self.guard.release(token, [e.contact_id for e in to_push], (), flow="sync")
+                await self.guard.release_sync([token])
                 raise
+            # The batch stays claimed until the flush that records it has committed.
+            self.pending_tokens.append(token)
             pending = self.pending
             refused = result.not_accepted
             if not refused:
@@ -263,10 +267,6 @@ class _Lanes:
                                         entry.mutated_at.isoformat(), reason))
             counts.rejected += len(refused)
             counts.pushed += len(to_push) - len(refused)
-            await self.guard.release(
-                token, [e.contact_id for e in to_push],
-                [(e.contact_id, e.mutated_us) for e in to_push if e.contact_id not in refused],
-                flow="sync")
         due = (len(self.pending) >= FLUSH_EVERY_ROWS
                or time.monotonic() - self.flushed_at > FLUSH_EVERY_SECONDS)
         if due and (self.flush_task is None or self.flush_task.done()):
@@ -283,7 +283,7 @@ class _Lanes:
         A row whose contact a point transaction is pushing waits in `deferred`; one that
         such a push made stale is counted stale and dropped.
         """
-        claim = await self.guard.claim([(e.contact_id, e.mutated_us) for e in rows])
+        claim = await self.guard.claim_for_sync([(e.contact_id, e.mutated_us) for e in rows])
         deferred = self.deferred[lane]
         for index in claim.busy:
             entry = rows[index]
@@ -303,17 +303,18 @@ class _Lanes:
         large transactions are what keeps SQLite fast with a million random keys.
         """
         async with self.flush_lock:
-            if not self.pending and not self.rejections:
+            if not self.pending and not self.rejections and not self.pending_tokens:
                 return
             snapshot, self.pending = self.pending, {}
             rejections, self.rejections = self.rejections, []
+            tokens, self.pending_tokens = self.pending_tokens, []
             self.flushing = snapshot
             self.flushed_at = time.monotonic()
             rows = list(snapshot.values())
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.write_thread, functools.partial(
                 self.store.save_contact_states, rows, rejections))
-            await self.guard.forget_flushed((row[0], row[2]) for row in rows)
+            await self.guard.release_sync(tokens)
             # Only once committed: after a failed write the overlay keeps guarding.
             self.flushing = {}
 
@@ -363,7 +364,7 @@ async def run_sync(
                              error="another sync run holds the lock")
             log.info("sync skipped: another run is in progress (run %s)", run_id)
             return SyncSummary("skipped", run_id, error="another sync run is in progress")
-        await _fold_unflushed(store, guard)
+        await guard.prune()
         return await _locked_run(settings, store, treazure, engage, guard, since_at, until_at,
                                  task_id)
 
@@ -372,20 +373,6 @@ async def _wait_for_lock_release(redis: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while await redis.exists(RUN_LOCK) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-
-
-async def _fold_unflushed(store: Store, guard: PushGuard) -> None:
-    """Pushes a stopped run made but never wrote to the store: record them now."""
-    leftover = await guard.unflushed()
-    if leftover:
-        # The cents are unknown here; the guard compares times, so keep the stored cents
-        # when there are some (a later run re-sends an unchanged balance at worst).
-        known = store.contact_states(list(leftover))
-        store.save_contact_states([
-            (cid, known[cid].sent_cents if cid in known else None, us, None)
-            for cid, us in leftover.items()])
-        await guard.forget_flushed(leftover.items())
-        log.warning("recorded %d push(es) left unrecorded by a stopped run", len(leftover))
 
 
 async def _locked_run(

@@ -28,14 +28,21 @@ def us(text: str) -> int:
 
 
 class WatchedGuard(PushGuard):
-    """The real guard; `met_busy` is set once a claim met a contact held by someone else."""
+    """The real guard; `met_busy` is set once a claim met a contact held by the other flow."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.met_busy = asyncio.Event()
 
-    async def claim(self, rows: Sequence[tuple[str, int]], token: str | None = None) -> Claim:
-        claim = await super().claim(rows, token)
+    async def claim_for_sync(self, rows: Sequence[tuple[str, int]]) -> Claim:
+        return self._watch(await super().claim_for_sync(rows))
+
+    async def claim_for_points(
+        self, contacts: Sequence[str], token: str | None = None
+    ) -> Claim:
+        return self._watch(await super().claim_for_points(contacts, token))
+
+    def _watch(self, claim: Claim) -> Claim:
         if claim.busy:
             self.met_busy.set()
         return claim
@@ -56,12 +63,12 @@ async def test_sync_waits_for_a_transaction_push_then_drops_its_older_balance(
     parts: Parts, remotes: FakeRemotes, guard: WatchedGuard
 ) -> None:
     remotes.add_page((A, 10.0, T2), (B, 20.0, T2))
-    held = await guard.claim([(A, us(T3))])  # a point transaction is pushing A right now
+    held = await guard.claim_for_points([A])  # a point transaction is pushing A right now
     run = asyncio.create_task(run_sync(parts.settings, parts.store, parts.redis,
                                        parts.treazure, parts.engage, guard=guard))
     await until_pushed(remotes, B)
     assert A not in remotes.pushed_contacts()  # waiting for the transaction's claim
-    await guard.release(held.token, [A], [(A, us(T3))], flow="points")
+    await guard.release_points(held.token, [A], [(A, us(T3))])
     summary = await run
     assert summary.status == "succeeded"
     assert A not in remotes.pushed_contacts()  # its balance (T2) is older than T3's
@@ -72,22 +79,23 @@ async def test_sync_pushes_after_an_older_transaction_push(
     parts: Parts, remotes: FakeRemotes, guard: WatchedGuard
 ) -> None:
     remotes.add_page((A, 10.0, T2))
-    held = await guard.claim([(A, us(T1))])
+    held = await guard.claim_for_points([A])
     run = asyncio.create_task(run_sync(parts.settings, parts.store, parts.redis,
                                        parts.treazure, parts.engage, guard=guard))
     await asyncio.wait_for(guard.met_busy.wait(), 10)
     assert remotes.pushed_contacts() == []
-    await guard.release(held.token, [A], [(A, us(T1))], flow="points")
+    await guard.release_points(held.token, [A], [(A, us(T1))])
     summary = await run
     assert remotes.pushed_contacts() == [A] and summary.counts.pushed == 1
 
 
-async def test_a_transaction_never_overwrites_a_newer_unflushed_sync_push(
+async def test_a_transaction_never_overwrites_a_newer_sync_push(
     parts: Parts, remotes: FakeRemotes, guard: WatchedGuard
 ) -> None:
-    # The sync pushed A at T3 and has not written it to the database yet.
-    sync_claim = await guard.claim([(A, us(T3))])
-    await guard.release(sync_claim.token, [A], [(A, us(T3))], flow="sync")
+    # The sync pushed A's balance as of T3, and its write-behind has just recorded it.
+    sync_claim = await guard.claim_for_sync([(A, us(T3))])
+    parts.store.save_contact_states([(A, 2000, us(T3), 1)])
+    await guard.release_sync([sync_claim.token])
     ledger = Ledger(parts.store)
     older = validate_request(A, 5, "bonus", "ref-older")
     newer = validate_request(B, 5, "bonus", "ref-newer")
@@ -102,8 +110,7 @@ async def test_a_transaction_never_overwrites_a_newer_unflushed_sync_push(
     assert "newer balance" in (ledger.get("ref-older").reason or "")
     assert ledger.get("ref-newer").state == "applied"
     # What the transaction sent is now guarded against an older sync row.
-    stale = await guard.claim([(B, us(T1))])
-    assert stale.newer == [0]
+    assert (await guard.claim_for_sync([(B, us(T1))])).newer == [0]
 
 
 async def test_a_transaction_waits_while_the_sync_pushes_its_contact(
@@ -113,13 +120,19 @@ async def test_a_transaction_waits_while_the_sync_pushes_its_contact(
     request = validate_request(A, 5, "bonus", "ref-wait")
     ledger.record(request, "task")
     ledger.booked(request.reference, 1500, us(T3))
-    sync_claim = await guard.claim([(A, us(T2))])  # the sync is pushing A (older) right now
+    # The sync is pushing A (older) right now.
+    sync_claim = await guard.claim_for_sync([(A, us(T2))])
     flow = FlowParts(parts.settings, parts.store, parts.redis, parts.treazure, parts.engage,
                      guard)
-    drain = asyncio.create_task(points.drain(flow))
-    await asyncio.wait_for(guard.met_busy.wait(), 10)
+    assert await points.drain(flow) == 0
+    assert guard.met_busy.is_set()
     assert remotes.pushed_contacts() == []  # not while the sync's push is out
-    await guard.release(sync_claim.token, [A], [(A, us(T2))], flow="sync")
-    assert await drain == 1
+    # The row waits a moment; pointsync.push_points schedules itself for then.
+    wait = points.seconds_until_due(parts.store)
+    assert wait is not None and wait <= points.BUSY_RETRY_SECONDS
+    parts.store.save_contact_states([(A, 900, us(T2), 1)])  # its write-behind, then the flush
+    await guard.release_sync([sync_claim.token])
+    await asyncio.sleep(wait)  # the pause push_points takes (its countdown), not a sync point
+    assert await points.drain(flow) == 1
     assert remotes.pushed_contacts() == [A]
     assert ledger.get("ref-wait").state == "applied"

@@ -16,66 +16,68 @@ def guard() -> PushGuard:
     return PushGuard(fakeredis.FakeAsyncRedis(), claim_ttl_seconds=60, marker_ttl_seconds=600)
 
 
-async def test_a_claimed_contact_is_busy_for_another_holder_until_released(
+async def test_a_transaction_claim_makes_the_sync_wait_until_released(guard: PushGuard) -> None:
+    points = await guard.claim_for_points([A, B])
+    assert points.claimed == [0, 1]
+    sync = await guard.claim_for_sync([(B, 20), (C, 20)])
+    assert (sync.claimed, sync.busy) == ([1], [0])
+    await guard.release_points(points.token, [A, B], [])
+    assert (await guard.claim_for_sync([(B, 20)])).claimed == [0]
+
+
+async def test_a_sync_batch_makes_transactions_wait_until_its_flush(guard: PushGuard) -> None:
+    sync = await guard.claim_for_sync([(A, 10), (B, 10)])
+    points = await guard.claim_for_points([B, C])
+    assert (points.busy, points.claimed) == ([0], [1])
+    await guard.release_sync([sync.token])  # the write-behind committed the batch
+    assert (await guard.claim_for_points([B], token=points.token)).claimed == [0]
+
+
+async def test_a_transaction_push_marks_older_sync_rows_as_newer_elsewhere(
     guard: PushGuard,
 ) -> None:
-    first = await guard.claim([(A, 10), (B, 10)])
-    assert first.claimed == [0, 1]
-    second = await guard.claim([(B, 20), (C, 20)])
-    assert (second.claimed, second.busy) == ([1], [0])
-    await guard.release(first.token, [A, B], [(A, 10), (B, 10)], flow="points")
-    again = await guard.claim([(B, 20)], token=second.token)
-    assert again.claimed == [0]
-
-
-async def test_a_points_push_makes_an_older_sync_row_newer_elsewhere(guard: PushGuard) -> None:
-    points = await guard.claim([(A, 100)])
-    await guard.release(points.token, [A], [(A, 100)], flow="points")
-    sync = await guard.claim([(A, 99), (B, 99)])
+    points = await guard.claim_for_points([A])
+    await guard.release_points(points.token, [A], [(A, 100)])
+    sync = await guard.claim_for_sync([(A, 99), (B, 99)])
     assert sync.newer == [0] and sync.claimed == [1]
-    # Equal or newer is still allowed through (the flow's own guard decides unchanged).
-    later = await guard.claim([(A, 100)])
-    assert later.claimed == [0]
-
-
-async def test_a_sync_push_guards_points_until_flushed_then_is_forgotten(
-    guard: PushGuard,
-) -> None:
-    sync = await guard.claim([(A, 200)])
-    await guard.release(sync.token, [A], [(A, 200)], flow="sync")
-    assert await guard.unflushed() == {A: 200}
-    points = await guard.claim([(A, 150)])
-    assert points.newer == [0]
-    await guard.forget_flushed([(A, 200)])
-    assert await guard.unflushed() == {}
-
-
-async def test_forget_keeps_a_newer_unflushed_push(guard: PushGuard) -> None:
-    first = await guard.claim([(A, 1)])
-    await guard.release(first.token, [A], [(A, 1)], flow="sync")
-    second = await guard.claim([(A, 2)])
-    await guard.release(second.token, [A], [(A, 2)], flow="sync")
-    await guard.forget_flushed([(A, 1)])
-    assert await guard.unflushed() == {A: 2}
+    # Equal or newer goes through (the sync's own guard then decides unchanged or push).
+    assert (await guard.claim_for_sync([(A, 100)])).claimed == [0]
 
 
 async def test_a_release_by_a_stranger_does_not_free_the_claim(guard: PushGuard) -> None:
-    held = await guard.claim([(A, 1)])
-    await guard.release("someone-else", [A], (), flow="points")
-    assert (await guard.claim([(A, 1)])).busy == [0]
-    await guard.release(held.token, [A], (), flow="points")
-    assert (await guard.claim([(A, 1)])).claimed == [0]
-
-
-async def test_an_expired_claim_is_free() -> None:
-    guard = PushGuard(fakeredis.FakeAsyncRedis(), claim_ttl_seconds=0, marker_ttl_seconds=60)
-    await guard.claim([(A, 1)])
-    assert (await guard.claim([(A, 1)])).claimed == [0]
+    held = await guard.claim_for_points([A])
+    await guard.release_points("someone-else", [A], [])
+    assert (await guard.claim_for_sync([(A, 1)])).busy == [0]
+    assert (await guard.claim_for_points([A])).busy == [0]
+    await guard.release_points(held.token, [A], [])
+    assert (await guard.claim_for_points([A])).claimed == [0]
 
 
 async def test_markers_only_move_forward(guard: PushGuard) -> None:
     for us in (300, 100):
-        claim = await guard.claim([(A, us)])
-        await guard.release(claim.token, [A], [(A, us)] if claim.claimed else (),
-                            flow="points")
-    assert (await guard.claim([(A, 299)])).newer == [0]
+        claim = await guard.claim_for_points([A])
+        await guard.release_points(claim.token, [A], [(A, us)])
+    assert (await guard.claim_for_sync([(A, 299)])).newer == [0]
+
+
+async def test_expired_claims_batches_and_markers_count_as_absent_and_are_pruned() -> None:
+    guard = PushGuard(fakeredis.FakeAsyncRedis(), claim_ttl_seconds=0, marker_ttl_seconds=0)
+    await guard.claim_for_points([A])  # its holder dies: the claim expires at once
+    await guard.claim_for_sync([(B, 1)])  # a sync that dies mid-run
+    assert (await guard.claim_for_sync([(A, 1)])).claimed == [0]
+    assert (await guard.claim_for_points([B])).claimed == [0]
+    held = await guard.claim_for_points([C])
+    await guard.release_points(held.token, [C], [(C, 500)])  # a marker, expired at once
+    assert (await guard.claim_for_sync([(C, 1)])).claimed == [0]
+    assert await guard.prune() >= 2
+
+
+async def test_a_full_batch_is_one_call_with_every_status(guard: PushGuard) -> None:
+    rows = [(f"contact-{i:04d}", 1000 + i) for i in range(1000)]
+    held = await guard.claim_for_points([c for c, _ in rows[:10]])
+    await guard.release_points(held.token, [c for c, _ in rows[:5]],
+                               [(c, 5000) for c, _ in rows[:5]])
+    claim = await guard.claim_for_sync(rows)
+    assert claim.newer == list(range(5))
+    assert claim.busy == list(range(5, 10))
+    assert claim.claimed == list(range(10, 1000))

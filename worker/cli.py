@@ -127,13 +127,15 @@ def _point_dict(row: Any) -> dict[str, Any]:
             "booked_at": row.booked_at, "applied_at": row.applied_at}
 
 
-def points_table(rows: list[Any], title: str) -> Table:
+def points_table(
+    rows: list[Any], title: str, columns: tuple[str, ...] = POINT_COLUMNS
+) -> Table:
     table = Table(title=title)
-    for column in POINT_COLUMNS:
+    for column in columns:
         table.add_column(column.replace("_", " "), overflow="fold")
     for row in rows:
         data = _point_dict(row)
-        table.add_row(*(_cell(data[column]) for column in POINT_COLUMNS))
+        table.add_row(*(_cell(data[column]) for column in columns))
     return table
 
 

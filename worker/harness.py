@@ -137,7 +137,9 @@ def start_simulators(seed_contacts: int = 0, seed_changed: int | None = None,
 
 
 @dataclass
-class CeleryProcess:
+class ManagedProcess:
+    """A process started in its own group, with its log."""
+
     proc: subprocess.Popen  # type: ignore[type-arg]
     log: Path
 
@@ -145,10 +147,14 @@ class CeleryProcess:
         stop(self.proc, timeout=30)
 
     def kill(self) -> None:
-        """SIGKILL the main process and its pool children, as a crash would."""
+        """SIGKILL the whole process group (a Celery pool's children too), as a crash would."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+
+class CeleryProcess(ManagedProcess):
+    pass
 
 
 def start_celery(kind: str, env: dict[str, str], log: Path, args: list[str] | None = None,
@@ -175,19 +181,8 @@ def start_celery(kind: str, env: dict[str, str], log: Path, args: list[str] | No
 
 
 @dataclass
-class WebProcess:
-    proc: subprocess.Popen  # type: ignore[type-arg]
-    log: Path
+class WebProcess(ManagedProcess):
     url: str  # base URL, e.g. http://127.0.0.1:8123
-
-    def stop(self) -> None:
-        stop(self.proc, timeout=30)
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group, as a crash would."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
 
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy

@@ -80,10 +80,16 @@ class Outcome:
         return asdict(self)
 
 
-def record(store: Store, request: PointRequest, source: str) -> tuple[LedgerRow, bool]:
-    """The ledger row for the request (created, or the one its reference already has)."""
+def record(
+    store: Store, request: PointRequest, source: str, *, expect_new: bool = False
+) -> tuple[LedgerRow, bool]:
+    """The ledger row for the request (created, or the one its reference already has).
+
+    `expect_new` (the webhook's case) tries the insert first; otherwise (a task, usually
+    for a row the web process recorded) a read comes first.
+    """
     ledger = Ledger(store)
-    known = ledger.get(request.reference)  # a task's usual case: the web process recorded it
+    known = None if expect_new else ledger.get(request.reference)
     row, created = (known, False) if known is not None else ledger.record(request, source)
     if not created and not row.same_request(request):
         raise InvalidArgument(

@@ -25,6 +25,7 @@ from svix.webhooks import Webhook, WebhookVerificationError
 from worker.arguments import InvalidArgument
 from worker.ledger import Ledger
 from worker.point_request import PointRequest, validate_reference, validate_request
+from worker.points import record
 from worker.runtime import prepare_store
 from worker.settings import ConfigError, WebSettings, exit_on_config_error, get_web_settings
 from worker.store import Store
@@ -154,8 +155,9 @@ def _record(
             _refuse(409, REUSED)
         log.warning("webhook %s refused: %s", reference, reason)
         return 422, {"error": reason, "reference": reference}, None
-    row, created = ledger.record(point_request, SOURCE)
-    if not row.same_request(point_request):
+    try:
+        row, created = record(ledger.store, point_request, SOURCE, expect_new=True)
+    except InvalidArgument:
         _refuse(409, REUSED)
     log.info("webhook %s: %s %s points for %s (%s)", reference,
              "recorded" if created else "redelivered", point_request.amount,

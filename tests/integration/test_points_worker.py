@@ -10,18 +10,21 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from celery import Celery
+from sqlalchemy import update
 from svix.webhooks import Webhook
 
 from tests.integration.conftest import Sim
 from tests.integration.test_sync_worker import wait_for
 from worker.harness import BIN, CeleryProcess, WebProcess, free_port, start_web
-from worker.ledger import Ledger
+from worker.ledger import Ledger, point_transactions
+from worker.point_request import validate_request
 from worker.sim.guids import seeded_ids
 from worker.store import Store
 
@@ -264,8 +267,6 @@ def test_signed_webhooks_reach_treazure_and_engage_once(
         "eventType": "loyalty.addPoints", "id": event_id, "isEncrypted": False,
         "tenant": "it", "payload": {"amount": 25, "contactId": contact, "pointDefinitionId": 1,
                                     "source": "Manual", "description": "Review bonus"}})
-    from datetime import UTC, datetime
-
     def deliver(text: str, key: str = secret) -> httpx.Response:
         now = datetime.now(UTC)
         headers = {"svix-id": "msg_1", "svix-timestamp": str(int(now.timestamp())),
@@ -286,5 +287,22 @@ def test_signed_webhooks_reach_treazure_and_engage_once(
                       headers=headers).status_code == 401
     other = "whsec_" + base64.b64encode(b"x" * 24).decode()
     assert deliver(body.replace(event_id, "evt_other"), other).status_code == 401
+    assert bookings(seeded, contact) == 1
+    assert engage_equals_treazure(seeded, contact)
+
+
+def test_a_row_whose_enqueue_failed_is_finished_by_the_sweep(
+    seeded: Sim, start_worker: Callable[..., CeleryProcess], client: Celery, store: Store
+) -> None:
+    """The web process committed the row, then could not reach Redis: no message exists."""
+    contact = CONTACTS[7]
+    ledger = Ledger(store)
+    ledger.record(validate_request(contact, 4, "webhook, Redis down", "evt_lost"), "webhook")
+    with store.engine.begin() as conn:  # recorded a while ago, never touched since
+        conn.execute(update(point_transactions).values(
+            updated_at=datetime.now(UTC) - timedelta(minutes=10)))
+    start_worker(**FAST)
+    assert client.send_task(SWEEP).get(timeout=60)["requeued"] == 1
+    wait_applied(store, "evt_lost")
     assert bookings(seeded, contact) == 1
     assert engage_equals_treazure(seeded, contact)

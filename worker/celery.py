@@ -17,7 +17,14 @@ def celery_config(settings: CoreSettings) -> dict[str, Any]:
     return {
         "broker_url": settings.REDIS_URL,
         "result_backend": settings.REDIS_URL,
-        "broker_transport_options": {"visibility_timeout": visibility},
+        # Priorities on Redis (0 is served first): history refreshes go in at the lowest,
+        # so a sync or a point transaction never waits behind thousands of them.
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+            "sep": ":",
+        },
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",

@@ -15,6 +15,11 @@ def beat_schedule(settings: CoreSettings) -> dict[str, Any]:
             # A run that could not start within one period is superseded by the next.
             "options": {"expires": float(settings.SYNC_INTERVAL_SECONDS)},
         },
+        "purge-history": {
+            "task": "pointsync.purge_history",
+            "schedule": float(settings.HISTORY_PURGE_INTERVAL_SECONDS),
+            "options": {"expires": float(settings.HISTORY_PURGE_INTERVAL_SECONDS)},
+        },
         "sweep-points": {
             "task": "pointsync.sweep_points",
             "schedule": float(settings.POINTS_SWEEP_INTERVAL_SECONDS),

@@ -34,6 +34,8 @@ class CoreSettings(BaseSettings):
     TASK_TIME_LIMIT_SECONDS: int = Field(3600, ge=60)
     # How often beat runs the sweep that finishes point transactions whose message was lost.
     POINTS_SWEEP_INTERVAL_SECONDS: int = Field(30, ge=5)
+    # How often beat applies HISTORY_RETENTION_DAYS.
+    HISTORY_PURGE_INTERVAL_SECONDS: int = Field(86400, ge=60)
 
     @field_validator("REDIS_URL")
     @classmethod
@@ -102,6 +104,14 @@ class Settings(CoreSettings):
     POINTS_HISTORY_MARGIN_SECONDS: int = Field(600, ge=0)
     # A received row nobody touched for this long has lost its message: the sweep re-sends it.
     POINTS_STALE_SECONDS: int = Field(120, ge=5)
+
+    # Points history (flow 3): kept this long; refreshed after each successful sync for the
+    # contacts it read, in tasks of HISTORY_CHUNK_SIZE contacts, each with at most
+    # HISTORY_FETCH_CONCURRENCY requests to Treazure at once.
+    HISTORY_RETENTION_DAYS: int = Field(730, ge=1)
+    HISTORY_AFTER_SYNC: bool = True
+    HISTORY_CHUNK_SIZE: int = Field(500, ge=1, le=10_000)
+    HISTORY_FETCH_CONCURRENCY: int = Field(8, ge=1, le=64)
 
     USER_AGENT: str = "pointsync/0.1.0"
 

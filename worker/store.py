@@ -263,6 +263,16 @@ class Store:
             if rejection_rows:
                 conn.execute(insert(sync_rejections), rejection_rows)
 
+    def contacts_seen_in_run(self, run_id: int, after: str = "", limit: int = 1000) -> list[str]:
+        """Contacts a sync run read, in key order after `after` (keyset pages)."""
+        t = contact_balances.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.contact_id).where(t.seen_run_id == run_id, t.contact_id > after)
+                .order_by(t.contact_id).limit(limit)
+            ).all()
+        return [row[0] for row in rows]
+
     def rejections(self, run_id: int) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from worker import points
+from worker import history, points
 from worker.celery import app
 from worker.ledger import LedgerRow
 from worker.parts import Parts
-from worker.point_request import SOURCES, validate_request
-from worker.runtime import remote, run_with_parts
+from worker.point_request import SOURCES, validate_contact_id, validate_request
+from worker.runtime import get_store, remote, run_with_parts
+from worker.settings import get_settings
 from worker.sync import run_sync
 
 
@@ -31,6 +32,9 @@ def sync_balances(self: Any, since: str | None = None, until: str | None = None)
         return summary.as_dict()
 
     result = asyncio.run(main())
+    if result["status"] == "succeeded" and get_settings().HISTORY_AFTER_SYNC:
+        refresh_history.apply_async(kwargs={"run_id": result["run_id"]},
+                                    priority=HISTORY_PRIORITY)
     if result["status"] == "failed":
         # Shown as FAILURE in Flower and `celery result`; the run row keeps the details.
         raise SyncFailed(f"sync run {result['run_id']} failed: {result['error']}")
@@ -67,6 +71,10 @@ def add_points(
     outcome, push_turn = run_with_parts(work)
     if push_turn:
         push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
+    if outcome.state in ("booked", "applied") and not outcome.duplicate:
+        # The contact's history changed: refresh it (after the sync's own refreshes).
+        fetch_history.apply_async(kwargs={"contact_id": request.contact_id},
+                                  priority=HISTORY_PRIORITY)
     return outcome.as_dict()
 
 
@@ -102,3 +110,56 @@ def task_arguments(row: LedgerRow) -> dict[str, Any]:
     """The add_points arguments that continue a recorded transaction (no secrets in them)."""
     return {"contact_id": row.contact_id, "amount": points.decimal_text(row.amount_cents),
             "description": row.description, "reference": row.reference}
+
+
+# The lowest priority (see celery.py): history never holds up a sync or a transaction.
+HISTORY_PRIORITY = 9
+
+
+@app.task(name="pointsync.fetch_history", track_started=False)
+def fetch_history(contact_id: str) -> dict[str, Any]:
+    """Fetch and store one contact's points history (incrementally once some is stored)."""
+    validate_contact_id(contact_id)
+
+    async def work(parts: Parts) -> dict[str, Any]:
+        try:
+            return {**await history.fetch_history(parts, contact_id), "found": True}
+        except history.UnknownContact:
+            return {"contact_id": contact_id, "found": False}
+
+    return run_with_parts(work)
+
+
+@app.task(name="pointsync.fetch_history_batch", track_started=False)
+def fetch_history_batch(contact_ids: list[str]) -> dict[str, int]:
+    """One chunk of a refresh: many contacts, a bounded number of requests at once."""
+
+    async def work(parts: Parts) -> dict[str, int]:
+        return await history.fetch_many(
+            parts, contact_ids, parts.settings.HISTORY_FETCH_CONCURRENCY)
+
+    return run_with_parts(work)
+
+
+@app.task(name="pointsync.refresh_history")
+def refresh_history(run_id: int) -> dict[str, int]:
+    """After a sync run: refresh the history of every contact it read, in chunk tasks."""
+    settings = get_settings()
+    store = get_store(settings)
+    chunks = contacts = 0
+    after = ""
+    while batch := store.contacts_seen_in_run(run_id, after, settings.HISTORY_CHUNK_SIZE):
+        fetch_history_batch.apply_async(kwargs={"contact_ids": batch},
+                                        priority=HISTORY_PRIORITY)
+        chunks, contacts, after = chunks + 1, contacts + len(batch), batch[-1]
+    return {"run_id": run_id, "contacts": contacts, "chunks": chunks}
+
+
+@app.task(name="pointsync.purge_history")
+def purge_history() -> dict[str, int]:
+    """Apply HISTORY_RETENTION_DAYS."""
+    return {"removed": run_with_parts(lambda parts: _purge(parts))}
+
+
+async def _purge(parts: Parts) -> int:
+    return history.purge(parts)

@@ -31,15 +31,16 @@ from typing import Any
 
 from worker.arguments import InvalidArgument
 from worker.engage import Balance
+from worker.history_store import HistoryStore, MalformedHistory
 from worker.http import Ambiguous, Rejected, RemoteError, Retryable
 from worker.ledger import LeaseLost, Ledger, LedgerRow
 from worker.locks import held_lock
-from worker.money import cents_to_decimal
+from worker.money import cents_to_decimal, utc_micros
 from worker.parts import Parts
 from worker.point_request import PointRequest
 from worker.settings import Settings
 from worker.store import Store, utcnow
-from worker.treazure import Booking, TreazureClient
+from worker.treazure import Booking, receipt_in
 
 log = logging.getLogger("pointsync.points")
 
@@ -171,7 +172,7 @@ async def _book_once(
         if settle > 0:
             await asyncio.sleep(settle)
         try:
-            found = await treazure.find_receipt(row.contact_id, ref, _history_from(s, row))
+            found = await _read_booking(parts, row)
         except RemoteError as exc:
             return _TryAgain(_pause(exc, 1), f"cannot read the history to resolve: {exc}")
         if found is not None:
@@ -204,7 +205,7 @@ async def _book_once(
         ledger.fail(ref, _refusal(exc), lease)
         return None
     # Booked. Treazure's own time for it orders it against the sync's balances.
-    booking = await _booking_time(treazure, parts.settings, row)
+    booking = await _booking_time(parts, row)
     if booking is None:
         ledger.booked(ref, balance, None, lease)
     else:
@@ -213,16 +214,36 @@ async def _book_once(
     return None
 
 
-async def _booking_time(
-    treazure: TreazureClient, settings: Settings, row: LedgerRow
-) -> Booking | None:
+async def _booking_time(parts: Parts, row: LedgerRow) -> Booking | None:
+    """The booking as Treazure's history shows it; None while the history is unreadable."""
     try:
-        return await treazure.find_receipt(
-            row.contact_id, row.reference, _history_from(settings, row))
+        return await _read_booking(parts, row)
     except RemoteError as exc:
         log.warning("transaction %s booked; its history entry is not readable yet: %s",
                     row.reference, exc)
         return None
+
+
+async def _read_booking(parts: Parts, row: LedgerRow) -> Booking | None:
+    """Read the contact's history for the row's receiptNr, and keep what was read.
+
+    The read starts where the stored history ends (or covers it all when none is
+    stored), never later than the first send less the clock-skew margin, so the slice
+    joins the stored one: the booking refreshes the contact's history at no extra cost.
+    """
+    since: datetime | None = _history_from(parts.settings, row)
+    stored = HistoryStore(parts.store)
+    known = stored.fetched(row.contact_id)
+    if known is None or known.newest_at_us is None:
+        since = None
+    elif known.newest_at_us < utc_micros(since):  # type: ignore[arg-type]
+        since = _as_time(known.newest_at_us)
+    entries = await parts.treazure.history(row.contact_id, since)
+    try:
+        stored.save(row.contact_id, entries)
+    except MalformedHistory as exc:  # the booking still counts; the history waits
+        log.warning("history of %s not stored: %s", row.contact_id, exc)
+    return receipt_in(entries, row.reference)
 
 
 def _history_from(settings: Settings, row: LedgerRow) -> datetime:
@@ -377,7 +398,7 @@ async def _with_booking_times(
     for row in rows:
         if row.balance_mutated_us is not None and row.balance_cents is not None:
             continue
-        booking = await _booking_time(parts.treazure, parts.settings, row)
+        booking = await _booking_time(parts, row)
         if booking is None:
             ledger.defer([row.reference], ENGAGE_RETRY_SECONDS,
                          "booked; waiting for Treazure's history to show when")

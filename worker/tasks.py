@@ -71,10 +71,6 @@ def add_points(
     outcome, push_turn = run_with_parts(work)
     if push_turn:
         push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
-    if outcome.state in ("booked", "applied") and not outcome.duplicate:
-        # The contact's history changed: refresh it (after the sync's own refreshes).
-        fetch_history.apply_async(kwargs={"contact_id": request.contact_id},
-                                  priority=HISTORY_PRIORITY)
     return outcome.as_dict()
 
 

@@ -374,14 +374,7 @@ class TreazureClient:
         self, contact_id: str, receipt_nr: str, since: datetime | None = None
     ) -> Booking | None:
         """The history entry of our transaction `receipt_nr`, if Treazure booked it."""
-        for entry in reversed(await self.history(contact_id, since)):
-            if entry.get("receiptNr") == receipt_nr:
-                try:
-                    return Booking(cents_from_json(entry["balance"]),
-                                   utc_micros(datetime.fromisoformat(entry["dateTime"])))
-                except (KeyError, TypeError, ValueError):
-                    raise Rejected(SERVICE, f"history entry {receipt_nr} is malformed") from None
-        return None
+        return receipt_in(await self.history(contact_id, since), receipt_nr)
 
 
 class _Item(msgspec.Struct):
@@ -469,6 +462,18 @@ def parse_balance_page(
 ) -> tuple[list[BalanceEntry], list[MalformedEntry]]:
     good, bad, _ = parse_page(raw, loyalty_id)
     return good, bad
+
+
+def receipt_in(entries: list[dict[str, Any]], receipt_nr: str) -> Booking | None:
+    """The booking of `receipt_nr` among history entries (the newest, were there two)."""
+    for entry in reversed(entries):
+        if entry.get("receiptNr") == receipt_nr:
+            try:
+                return Booking(cents_from_json(entry["balance"]),
+                               utc_micros(datetime.fromisoformat(entry["dateTime"])))
+            except (KeyError, TypeError, ValueError):
+                raise Rejected(SERVICE, f"history entry {receipt_nr} is malformed") from None
+    return None
 
 
 def _account_path(contact_id: str) -> str:

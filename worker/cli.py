@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from worker.settings import ConfigError, exit_on_config_error
 
@@ -279,9 +281,97 @@ def points_replay(
     _enqueue_and_follow(ledger, ledger.reopen(reference), wait, timeout, as_json)
 
 
+HISTORY_COLUMNS = ("dateTime", "transactionType", "amount", "balance", "comment", "receiptNr")
+
+
+def history_table(items: list[dict[str, Any]], title: str) -> Table:
+    """History entries as Treazure sent them, one row each, in the order given."""
+    table = Table(title=title)
+    for column in HISTORY_COLUMNS:
+        table.add_column(column, overflow="fold",
+                         no_wrap=column == "dateTime",  # one line while it fits
+                         justify="right" if column in ("amount", "balance") else "left")
+    for entry in items:  # Text: a comment's "[…]" is shown, not read as markup
+        table.add_row(*(Text("" if entry.get(c) is None else str(entry.get(c)))
+                        for c in HISTORY_COLUMNS))
+    return table
+
+
+def _masked(message: str, *secrets: str) -> str:
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return " ".join(message.split())[:200]
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 1."""
+    Console(stderr=True).print(f"pointsync: {message}", markup=False, highlight=False)
+    raise typer.Exit(1)
+
+
+async def _fetch_history(contact_id: str) -> dict[str, Any]:
+    from worker import history
+    from worker.runtime import remote
+
+    async with remote() as parts:
+        return await history.fetch_history(parts, contact_id)
+
+
+@cli.command("history")
+def history_command(
+    contact_id: Annotated[str, typer.Argument(help="Engage contact id (Treazure account).")],
+    offset: Annotated[int, typer.Option(min=0, help="Entries to skip, newest first.")] = 0,
+    count: Annotated[int, typer.Option(min=1, max=1000, help="Entries to show.")] = 100,
+    refresh: Annotated[bool, typer.Option(
+        "--refresh", help="Fetch new entries from Treazure first.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Machine-readable: the web endpoint's answer.")] = False,
+) -> None:
+    """A contact's stored points history, newest first (fetched from Treazure first when
+    never fetched, or with --refresh)."""
+    from worker.arguments import InvalidArgument
+    from worker.history import UnknownContact
+    from worker.history_store import HistoryStore, MalformedHistory
+    from worker.http import RemoteError
+    from worker.point_request import validate_contact_id
+    from worker.runtime import prepare_store
+    from worker.settings import get_core_settings, get_settings
+
+    try:
+        contact_id = validate_contact_id(contact_id)
+    except InvalidArgument as exc:
+        raise typer.BadParameter(str(exc)) from None
+    store = HistoryStore(prepare_store(get_core_settings().DATABASE_URL))
+    if refresh or store.fetched(contact_id) is None:
+        settings = get_settings()  # Treazure's settings, checked before anything is sent
+        try:
+            summary = asyncio.run(_fetch_history(contact_id))
+        except UnknownContact:
+            _fail(f"contact_id: Treazure has no account {contact_id} (unknown contact)")
+        except RemoteError as exc:
+            secrets = (settings.TREAZURE_CLIENT_SECRET, settings.ENGAGE_API_KEY)
+            _fail(f"Treazure: {_masked(exc.reason, *(s.get_secret_value() for s in secrets))}")
+        except MalformedHistory:
+            _fail("Treazure: sent a history entry without a valid dateTime")
+        if not as_json:
+            console.print(f"fetched from Treazure: {summary.get('received', 0)} entries "
+                          f"received, {summary.get('added', 0)} new", highlight=False)
+    items, total = store.page(contact_id, offset, count)
+    if as_json:
+        from worker.web import history_answer
+
+        print(json.dumps(history_answer(items, total, offset)))
+        return
+    console.print(history_table(items, f"points history of {contact_id}"))
+    shown = f"{len(items)} of {total} entries"
+    console.print(shown if not offset else f"{shown} (from offset {offset})", highlight=False)
+
+
 @cli.command()
 def web() -> None:
-    """Run the web process: Engage's webhook receiver and /health (PORT, WEB_HOST)."""
+    """Run the web process: Engage's webhook receiver, the points-history endpoint and
+    /health (PORT, WEB_HOST)."""
     from worker.web import main as web_main
 
     web_main()

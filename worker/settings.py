@@ -123,6 +123,13 @@ class WebSettings(Settings):
     # 127.0.0.1 outside a container; docker-compose.yml sets 0.0.0.0.
     WEB_HOST: str = "127.0.0.1"
 
+    @field_validator("WEB_API_KEY")
+    @classmethod
+    def _api_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty (every read request would be refused)")
+        return value
+
     @field_validator("WEBHOOK_SECRET")
     @classmethod
     def _whsec(cls, value: SecretStr) -> SecretStr:

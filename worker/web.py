@@ -1,16 +1,25 @@
-"""The `web` process: Engage's Svix-signed `loyalty.addPoints` webhook, and health.
+"""The `web` process: Engage's Svix-signed `loyalty.addPoints` webhook, a contact's stored
+points history (behind an `apikey`), and health.
 
 A delivery is answered `202` only once its ledger row is committed; the task that books it
 is queued afterwards, and a row whose message was lost is finished by the scheduled sweep.
 Database and Celery calls block, so they run in a small thread pool, never on the loop.
+
+A history request for a contact never fetched fetches it from Treazure first, through one
+set of clients kept for the app's lifetime; concurrent requests for the same contact share
+one fetch, and a fetch that outlasts the request's patience goes on in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from functools import partial
@@ -20,13 +29,24 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from svix.webhooks import Webhook, WebhookVerificationError
 
+from worker import history
 from worker.arguments import InvalidArgument
+from worker.history import UnknownContact
+from worker.history_store import HistoryStore, MalformedHistory
+from worker.http import RemoteError
 from worker.ledger import Ledger
-from worker.point_request import PointRequest, validate_reference, validate_request
+from worker.parts import Parts
+from worker.point_request import (
+    PointRequest,
+    validate_contact_id,
+    validate_reference,
+    validate_request,
+)
 from worker.points import record
-from worker.runtime import prepare_store
+from worker.runtime import prepare_store, remote
 from worker.settings import ConfigError, WebSettings, exit_on_config_error, get_web_settings
 from worker.store import Store
 
@@ -37,8 +57,14 @@ SOURCE = "webhook"
 SIGNATURE_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 REUSED = "reference: already used for a different transaction"
 CHECK_TIMEOUT = 2.0  # seconds, per health check
+HISTORY_FETCH_TIMEOUT = 25.0  # seconds a history request waits for Treazure (the fetch goes on)
+DEFAULT_OFFSET, DEFAULT_COUNT, MAX_COUNT = 0, 100, 1000
+API_KEY_REFUSED = "apikey: missing or wrong"
+UNKNOWN_CONTACT = "contact_id: unknown contact"
 
 Enqueue = Callable[[dict[str, str]], object]
+# contact id -> the fetch's summary; raises history.UnknownContact or http.RemoteError
+HistoryFetcher = Callable[[str], Awaitable[dict[str, Any]]]
 _T = TypeVar("_T")
 
 SETTINGS = web.AppKey("settings", WebSettings)
@@ -48,6 +74,10 @@ WEBHOOK = web.AppKey("webhook", Webhook)
 ENQUEUE: web.AppKey[Enqueue] = web.AppKey("enqueue")
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
 REDIS = web.AppKey("redis", Redis)
+HISTORY = web.AppKey("history", HistoryStore)
+HISTORY_FETCHER: web.AppKey[HistoryFetcher] = web.AppKey("history_fetcher")
+FETCH_TIMEOUT = web.AppKey("fetch_timeout", float)
+FETCHES: web.AppKey[dict[str, asyncio.Task[dict[str, Any]]]] = web.AppKey("fetches")
 
 
 class _Refused(Exception):
@@ -198,6 +228,121 @@ def celery_enqueue(settings: WebSettings) -> Enqueue:
     return enqueue
 
 
+# -- GET /contacts/{contact_id}/points-history -----------------------------------------------
+
+async def points_history(request: web.Request) -> web.Response:
+    app = request.app
+    try:
+        _check_api_key(request.headers, app[SETTINGS])
+        try:
+            contact_id = validate_contact_id(request.match_info["contact_id"])
+        except InvalidArgument as exc:
+            _refuse(400, str(exc))
+        offset = _query_int(request.query, "offset", DEFAULT_OFFSET, 0, None)
+        count = _query_int(request.query, "count", DEFAULT_COUNT, 1, MAX_COUNT)
+        try:
+            if await blocking(app, app[HISTORY].fetched, contact_id) is None:
+                await _fetch_once(app, contact_id)
+            items, total = await blocking(app, app[HISTORY].page, contact_id, offset, count)
+        except SQLAlchemyError as exc:
+            log.warning("history of %s: database error: %s", contact_id,
+                        _short(exc, app[SETTINGS]))
+            _refuse(503, "database: unavailable, try again later")
+    except _Refused as refused:
+        if refused.status >= 500:
+            log.warning("history request failed (%s): %s", refused.status, refused.error)
+        return web.json_response({"error": refused.error}, status=refused.status)
+    return web.json_response(history_answer(items, total, offset))
+
+
+def history_answer(items: list[dict[str, Any]], total: int, offset: int) -> dict[str, Any]:
+    """The answer's shape, as Engage's own list endpoints have it (the CLI prints it too)."""
+    return {"items": items, "totalCount": total, "offset": offset, "count": len(items)}
+
+
+def _check_api_key(headers: Mapping[str, str], settings: WebSettings) -> None:
+    given = headers.get("apikey", "")
+    wanted = settings.WEB_API_KEY.get_secret_value()
+    # Bytes: compare_digest refuses non-ASCII str. An empty key (configured or sent) never
+    # matches. Neither value is ever logged or echoed.
+    same = hmac.compare_digest(given.encode("utf-8", "surrogatepass"), wanted.encode("utf-8"))
+    if not (given and wanted and same):
+        _refuse(401, API_KEY_REFUSED)
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only; 18 keep it inside a BIGINT
+
+
+def _query_int(
+    query: Mapping[str, str], name: str, default: int, low: int, high: int | None
+) -> int:
+    raw = query.get(name, "")
+    if raw == "":  # absent, or left empty as in `?offset=&count=`
+        return default
+    rule = f"from {low} to {high}" if high is not None else f"≥ {low} (at most 18 digits)"
+    value = int(raw) if _DIGITS.fullmatch(raw) else None
+    if value is None or value < low or (high is not None and value > high):
+        shown = raw if len(raw) <= 40 else raw[:39] + "…"
+        _refuse(400, f"{name}: must be a whole number {rule}, got {shown!r}")
+    return value
+
+
+async def _fetch_once(app: web.Application, contact_id: str) -> None:
+    """Fetch the contact's history from Treazure, sharing a fetch already under way; wait
+    at most FETCH_TIMEOUT for it (it goes on in the background after that)."""
+    fetches = app[FETCHES]
+    task = fetches.get(contact_id)
+    if task is None:
+        task = asyncio.ensure_future(app[HISTORY_FETCHER](contact_id))
+        fetches[contact_id] = task
+        task.add_done_callback(partial(_fetch_done, fetches, contact_id))
+    try:
+        summary = await asyncio.wait_for(asyncio.shield(task), app[FETCH_TIMEOUT])
+    except TimeoutError:
+        _refuse(504, f"Treazure: no answer within {app[FETCH_TIMEOUT]:g} s; "
+                     "the history is still being fetched, try again shortly")
+    except RemoteError as exc:
+        _refuse(502, f"Treazure: {_masked(exc.reason, app[SETTINGS])}")
+    except MalformedHistory:
+        _refuse(502, "Treazure: sent a history entry without a valid dateTime")
+    except UnknownContact:  # Treazure answered 404
+        _refuse(404, UNKNOWN_CONTACT)
+    log.info("history of %s fetched on demand: %s entries received, %s new", contact_id,
+             summary.get("received"), summary.get("added"))
+
+
+def _fetch_done(
+    fetches: dict[str, asyncio.Task[dict[str, Any]]], contact_id: str,
+    task: asyncio.Task[dict[str, Any]],
+) -> None:
+    if fetches.get(contact_id) is task:
+        del fetches[contact_id]
+    if not task.cancelled():
+        # Retrieved here, so a fetch whose requests all gave up waiting is not reported as
+        # "never retrieved"; any request still waiting answers for the error itself.
+        task.exception()
+
+
+def _masked(message: str, settings: WebSettings) -> str:
+    """A remote's error text, short and with none of the configured secrets in it."""
+    for secret in (settings.TREAZURE_CLIENT_SECRET, settings.ENGAGE_API_KEY,
+                   settings.WEB_API_KEY, settings.WEBHOOK_SECRET):
+        value = secret.get_secret_value()
+        if value:
+            message = message.replace(value, "***")
+    return " ".join(message.split())[:160]
+
+
+def treazure_fetcher(app: web.Application, parts: Parts) -> HistoryFetcher:
+    """The real fetcher: history.fetch_history on the app's clients, storing in its store."""
+    parts = dataclasses.replace(parts, store=app[STORE])
+
+    async def fetch(contact_id: str) -> dict[str, Any]:
+        return await history.fetch_history(parts, contact_id)
+
+    return fetch
+
+
 # -- GET /health ---------------------------------------------------------------------------
 
 async def health(request: web.Request) -> web.Response:
@@ -259,20 +404,55 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[EXECUTOR].shutdown(wait=True)
 
 
+async def _treazure(app: web.Application) -> AsyncIterator[None]:
+    """One set of Treazure clients for the app's lifetime (they belong to its loop)."""
+    async with remote(app[SETTINGS]) as parts:
+        app[HISTORY_FETCHER] = treazure_fetcher(app, parts)
+        yield
+        await _stop_fetches(app)
+
+
+async def _stop_fetches(app: web.Application) -> None:
+    """Background fetches are cancelled before the clients they use close."""
+    tasks = list(app[FETCHES].values())
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _injected_fetcher(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await _stop_fetches(app)
+
+
 def create_app(
-    settings: WebSettings, store: Store | None = None, enqueue: Enqueue | None = None
+    settings: WebSettings, store: Store | None = None, enqueue: Enqueue | None = None,
+    history_fetcher: HistoryFetcher | None = None,
+    fetch_timeout: float = HISTORY_FETCH_TIMEOUT,
 ) -> web.Application:
+    """`history_fetcher` stands in for Treazure in tests: contact id -> summary, raising
+    history.UnknownContact or http.RemoteError as history.fetch_history does."""
     app = web.Application()
     app[SETTINGS] = settings
     app[WEBHOOK] = _webhook(settings)
     app[STORE] = store if store is not None else prepare_store(settings.DATABASE_URL)
     app[LEDGER] = Ledger(app[STORE])
+    app[HISTORY] = HistoryStore(app[STORE])
     app[ENQUEUE] = enqueue if enqueue is not None else celery_enqueue(settings)
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pointsync-web")
+    app[FETCH_TIMEOUT] = fetch_timeout
+    app[FETCHES] = {}
     app.cleanup_ctx.append(_resources)
+    if history_fetcher is not None:
+        app[HISTORY_FETCHER] = history_fetcher
+        app.cleanup_ctx.append(_injected_fetcher)
+    else:
+        app.cleanup_ctx.append(_treazure)
     app.router.add_post("/webhooks/engage", engage_webhook)
+    app.router.add_get("/contacts/{contact_id}/points-history", points_history)
     app.router.add_get("/health", health)
-    # Still to come: GET /contacts/{contact_id}/points-history (apikey) and GET /metrics.
+    # Still to come: GET /metrics.
     return app
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,15 +56,38 @@ async def fetch_many(parts: Parts, contact_ids: Sequence[str], concurrency: int)
     async def one(contact_id: str) -> None:
         async with gate:
             try:
-                counts["added"] += (await fetch_history(parts, contact_id))["added"]
+                # Awaited first: `counts[...] += await ...` would read the count before the
+                # await and write it back after, losing the other fetches' additions.
+                added = (await fetch_history(parts, contact_id))["added"]
             except UnknownContact:
                 counts["unknown"] += 1
             except (RemoteError, MalformedHistory, ValueError) as exc:
                 counts["failed"] += 1
                 log.warning("history of %s not fetched: %s", contact_id, exc)
+            else:
+                counts["added"] += added
 
     await asyncio.gather(*(one(c) for c in contact_ids))
     return counts
+
+
+async def fetch_for_a_while(
+    parts: Parts, contact_ids: Sequence[str], concurrency: int, seconds: float
+) -> tuple[dict[str, int], list[str]]:
+    """Fetch in waves until about `seconds` have passed; returns the counts and the
+    contacts not started. A chunk task that stops early and queues the rest again frees
+    its worker process often, so a sync queued meanwhile (at a higher priority) waits at
+    most about that long for a process."""
+    deadline = time.monotonic() + seconds
+    wave = concurrency * 4
+    totals = {"contacts": 0, "added": 0, "unknown": 0, "failed": 0}
+    done = 0
+    while done < len(contact_ids) and (done == 0 or time.monotonic() < deadline):
+        counts = await fetch_many(parts, contact_ids[done:done + wave], concurrency)
+        for key, value in counts.items():
+            totals[key] += value
+        done += wave
+    return totals, list(contact_ids[done:])
 
 
 def purge(parts: Parts) -> int:

@@ -112,6 +112,9 @@ class Settings(CoreSettings):
     HISTORY_AFTER_SYNC: bool = True
     HISTORY_CHUNK_SIZE: int = Field(500, ge=1, le=10_000)
     HISTORY_FETCH_CONCURRENCY: int = Field(8, ge=1, le=64)
+    # A chunk task works this long, then queues what is left: a sync waits at most about
+    # this long for a worker process busy with history.
+    HISTORY_CHUNK_SECONDS: float = Field(1.0, gt=0)
 
     USER_AGENT: str = "pointsync/0.1.0"
 

@@ -128,13 +128,18 @@ def fetch_history(contact_id: str) -> dict[str, Any]:
 
 @app.task(name="pointsync.fetch_history_batch", track_started=False)
 def fetch_history_batch(contact_ids: list[str]) -> dict[str, int]:
-    """One chunk of a refresh: many contacts, a bounded number of requests at once."""
+    """One chunk of a refresh: many contacts, a bounded number of requests at once, for
+    about HISTORY_CHUNK_SECONDS; what is left goes back in the queue as a new chunk."""
 
-    async def work(parts: Parts) -> dict[str, int]:
-        return await history.fetch_many(
-            parts, contact_ids, parts.settings.HISTORY_FETCH_CONCURRENCY)
+    async def work(parts: Parts) -> tuple[dict[str, int], list[str]]:
+        s = parts.settings
+        return await history.fetch_for_a_while(
+            parts, contact_ids, s.HISTORY_FETCH_CONCURRENCY, s.HISTORY_CHUNK_SECONDS)
 
-    return run_with_parts(work)
+    counts, rest = run_with_parts(work)
+    if rest:
+        fetch_history_batch.apply_async(kwargs={"contact_ids": rest}, priority=HISTORY_PRIORITY)
+    return {**counts, "requeued": len(rest)}
 
 
 @app.task(name="pointsync.refresh_history")

@@ -13,9 +13,9 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 from unit_support import CLIENT_SECRET
 
+from tests.unit.unit_support import cli_database
 from worker import cli as cli_module
 from worker import history, runtime
-from worker import settings as settings_module
 from worker.cli import cli
 from worker.history_store import HistoryStore
 from worker.http import RemoteError
@@ -56,15 +56,7 @@ class FetchStub:
 
 @pytest.fixture
 def database_file(env: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    env.setenv("DATABASE_URL", url)
-    env.setenv("REDIS_URL", "redis://127.0.0.1:6379/11")
-    env.setattr(runtime, "_stores", {})  # this test's engines only
-    settings_module.clear_cache()
-    yield url
-    for store in runtime._stores.values():
-        store.engine.dispose()
-    settings_module.clear_cache()
+    yield from cli_database(env, tmp_path, REDIS_URL="redis://127.0.0.1:6379/11")
 
 
 @pytest.fixture

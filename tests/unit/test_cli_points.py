@@ -13,8 +13,8 @@ import pytest
 from kombu.exceptions import OperationalError
 from typer.testing import CliRunner, Result
 
+from tests.unit.unit_support import cli_database
 from worker import runtime
-from worker import settings as settings_module
 from worker.celery import app as celery_app
 from worker.cli import cli
 from worker.ledger import Ledger
@@ -38,14 +38,7 @@ class SentTasks:
 
 @pytest.fixture
 def database_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    clean_env.setenv("DATABASE_URL", url)
-    clean_env.setattr(runtime, "_stores", {})  # this test's engines only
-    settings_module.clear_cache()
-    yield url
-    for store in runtime._stores.values():
-        store.engine.dispose()
-    settings_module.clear_cache()
+    yield from cli_database(clean_env, tmp_path)
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
@@ -44,3 +46,21 @@ def mocked_http(router: object, base_url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=base_url, transport=httpx.MockTransport(router.async_handler)  # type: ignore[attr-defined]
     )
+
+
+def cli_database(env: Any, tmp_path: Any, **variables: str) -> Iterator[str]:
+    """A fresh SQLite file as DATABASE_URL for CLI tests, with this test's engines only;
+    `yield from` it in a fixture."""
+    from worker import runtime
+    from worker import settings as settings_module
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env.setenv("DATABASE_URL", url)
+    for name, value in variables.items():
+        env.setenv(name, value)
+    env.setattr(runtime, "_stores", {})
+    settings_module.clear_cache()
+    yield url
+    for store in runtime._stores.values():
+        store.engine.dispose()
+    settings_module.clear_cache()

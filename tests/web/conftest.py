@@ -67,9 +67,10 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
     clients: list[TestClient] = []
 
     async def start(
-        settings: WebSettings, store: Store | None = None, enqueue: Any = None
+        settings: WebSettings, store: Store | None = None, enqueue: Any = None,
+        **options: Any,
     ) -> TestClient:
-        client = TestClient(TestServer(create_app(settings, store, enqueue)))
+        client = TestClient(TestServer(create_app(settings, store, enqueue, **options)))
         await client.start_server()
         clients.append(client)
         return client

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from web_support import API_KEY, CONTACT, ENV
 
 from worker import runtime
@@ -23,7 +23,7 @@ from worker.http import RemoteError
 from worker.runtime import prepare_store
 from worker.settings import ConfigError, WebSettings
 from worker.store import Store
-from worker.web import FETCHES, create_app
+from worker.web import FETCHES
 
 OTHER = "0f0e0d0c-0b0a-4908-8706-050403020100"
 AUTH = {"apikey": API_KEY}
@@ -75,22 +75,15 @@ def fetcher(store: Store) -> Fetcher:
 
 
 @pytest.fixture
-async def start() -> AsyncIterator[Callable[..., Any]]:
+def start(serve: Callable[..., Any]) -> Callable[..., Any]:
     """Serve an app with the history fetcher given (None: the real Treazure one)."""
-    clients: list[TestClient] = []
 
     async def start(settings: WebSettings, store: Store, fetcher: Any,
                     **options: Any) -> TestClient:
-        app = create_app(settings, store, lambda kwargs: None, history_fetcher=fetcher,
-                         **options)
-        client = TestClient(TestServer(app))
-        await client.start_server()
-        clients.append(client)
-        return client
+        return await serve(settings, store, lambda kwargs: None, history_fetcher=fetcher,
+                           **options)
 
-    yield start
-    for client in clients:
-        await client.close()
+    return start
 
 
 @pytest.fixture

@@ -312,7 +312,7 @@ def history_benchmark(args: argparse.Namespace, redis_url: str, work: Path) -> d
     redis.Redis.from_url(redis_url).flushdb()
     print(f"seeding {args.contacts:,} changed contacts …", flush=True)
     sims = start_simulators(seed_contacts=args.contacts)
-    worker = None
+    worker = history_worker = None
     client = Celery("bench-history", broker=redis_url, backend=redis_url)
     # The worker's broker options: a priority sent with kombu's defaults lands in a Redis
     # key the worker never reads.
@@ -325,8 +325,17 @@ def history_benchmark(args: argparse.Namespace, redis_url: str, work: Path) -> d
                "LOG_LEVEL": "WARNING", "ENGAGE_RATE_LIMIT": str(args.rate_limit),
                "HISTORY_CHUNK_SIZE": str(args.chunk_size),
                "HISTORY_FETCH_CONCURRENCY": str(args.fetch_concurrency)}
+        # The production layout (Procfile): main workers take `celery`, history workers
+        # `pointsync.history`; --shared runs one worker on both queues instead.
+        queues = [] if args.shared else ["-Q", "celery"]
         worker = start_celery("worker", env, work / "worker.log",
-                              ["--concurrency", str(args.concurrency), "-n", "bench-history@%h"])
+                              ["--concurrency", str(args.concurrency), "-n", "bench-history@%h",
+                               *queues])
+        if not args.shared:
+            history_worker = start_celery(
+                "worker", env, work / "history-worker.log",
+                ["--concurrency", str(args.concurrency), "-n", "bench-history-h@%h",
+                 "-Q", "pointsync.history"])
         events.start()
         wait_until(events.listening.is_set, 30, "the worker's events")
         bench = Bench(sims, worker, client, events, prepare_store(database_url), args.contacts,
@@ -339,9 +348,13 @@ def history_benchmark(args: argparse.Namespace, redis_url: str, work: Path) -> d
         client.close()
         if worker:
             worker.stop()
+        if history_worker:
+            history_worker.stop()
         stop(sims.proc)
     return {
         "contacts": args.contacts, "worker_concurrency": args.concurrency,
+        "layout": "one worker on both queues" if args.shared
+        else "main worker -Q celery + history worker -Q pointsync.history",
         "history_chunk_size": args.chunk_size,
         "history_fetch_concurrency": args.fetch_concurrency,
         "engage_rate_limit": args.rate_limit, "rounds": args.rounds,
@@ -359,7 +372,8 @@ def print_history(result: dict[str, Any]) -> None:
     overlapped = all(r["refresh_still_running_at_sync_end"] for r in during)
     rows = [
         ("changed contacts per set", f"{result['contacts']:,}",
-         f"{result['database']}, worker concurrency {result['worker_concurrency']}, chunks of "
+         f"{result['database']}, {result['layout']}, "
+         f"{result['worker_concurrency']} processes each, chunks of "
          f"{result['history_chunk_size']}, {result['history_fetch_concurrency']} requests "
          "in flight per chunk"),
         ("refresh after the first sync", f"{first['contacts_per_second']:,.0f} contacts/s",
@@ -394,7 +408,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, default=10_000, help="changed contacts per set")
-    parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes")
+    parser.add_argument("--concurrency", type=int, default=2,
+                        help="processes per Celery worker")
+    parser.add_argument("--shared", action="store_true",
+                        help="one worker on both queues (default: the Procfile's split)")
     parser.add_argument("--chunk-size", type=int, default=500, help="HISTORY_CHUNK_SIZE")
     parser.add_argument("--fetch-concurrency", type=int, default=8,
                         help="HISTORY_FETCH_CONCURRENCY")

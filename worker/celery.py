@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, signals
+from kombu import Queue
 
 from worker.schedule import beat_schedule
 from worker.settings import ConfigError, CoreSettings, exit_on_config_error, get_core_settings
+
+DEFAULT_QUEUE = "celery"
+HISTORY_QUEUE = "pointsync.history"
+HISTORY_TASKS = ("pointsync.fetch_history", "pointsync.fetch_history_batch",
+                 "pointsync.refresh_history", "pointsync.purge_history")
 
 
 def celery_config(settings: CoreSettings) -> dict[str, Any]:
@@ -27,6 +33,12 @@ def celery_config(settings: CoreSettings) -> dict[str, Any]:
         },
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "broker_connection_retry_on_startup": True,
+        # History work has a queue of its own. A worker started without -Q takes both
+        # queues; in production `-Q celery` on the main workers and `-Q pointsync.history`
+        # on history workers (Procfile, compose) mean a sync never waits for history.
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_queues": [Queue(DEFAULT_QUEUE), Queue(HISTORY_QUEUE)],
+        "task_routes": {name: {"queue": HISTORY_QUEUE} for name in HISTORY_TASKS},
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from sqlalchemy import func, select
 from tests.integration.conftest import Sim
 from tests.integration.test_sync_worker import wait_for
 from worker.celery import celery_config
-from worker.harness import CeleryProcess
+from worker.harness import CeleryProcess, start_celery
 from worker.history_store import HistoryStore, history_contacts, points_history
 from worker.settings import CoreSettings
 from worker.sim.guids import seeded_ids
@@ -40,8 +41,9 @@ def client(redis_url: str) -> Iterator[Celery]:
     defaults lands in a Redis key (other separator, other steps) the worker never reads."""
     app = Celery("it-history", broker=redis_url, backend=redis_url)
     app.conf.broker_connection_retry_on_startup = True
-    app.conf.broker_transport_options = \
-        celery_config(CoreSettings(REDIS_URL=redis_url))["broker_transport_options"]
+    config = celery_config(CoreSettings(REDIS_URL=redis_url))
+    for name in ("broker_transport_options", "task_queues", "task_routes", "task_default_queue"):
+        app.conf[name] = config[name]  # history tasks go to their own queue, as the CLI's do
     yield app
     app.close()
 
@@ -288,3 +290,27 @@ def test_purge_history_task_applies_the_retention(
     assert [e["amount"] for e in entries_of(store, contact)] == [1, 29]
     assert entries_of(store, other) == []
     assert client.send_task(PURGE).get(timeout=60) == {"removed": 0}
+
+
+def test_main_workers_never_run_history_and_history_workers_do(
+    sim: Sim, client: Celery, store: Store, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The Procfile's split: `-Q celery` workers leave history to `-Q pointsync.history`."""
+    sim.post("seed", {"contacts": 50})
+    contact = seeded_ids(0, 1)[0]
+    main = start_celery("worker", {**worker_env, "HISTORY_AFTER_SYNC": "false"},
+                        tmp_path / "main.log", ["-Q", "celery", "-n", "main@%h"])
+    started = [main]
+    try:
+        fetch = client.send_task(FETCH, kwargs={"contact_id": contact})  # routed: history
+        sync = client.send_task(SYNC)
+        assert sync.get(timeout=120)["status"] == "succeeded"  # sent after, done first
+        assert fetch.state == "PENDING"  # no history worker yet: nobody took it
+        assert HistoryStore(store).fetched(contact) is None
+        started.append(start_celery("worker", worker_env, tmp_path / "history.log",
+                                    ["-Q", "pointsync.history", "-n", "history@%h"]))
+        assert fetch.get(timeout=60)["found"] is True
+        assert HistoryStore(store).fetched(contact) is not None
+    finally:
+        for process in started:
+            process.stop()

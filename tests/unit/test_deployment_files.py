@@ -1,0 +1,113 @@
+"""docker-compose.yml and the Procfile are checked against the real CLI and settings: no
+Docker engine runs here, so a typo in a command or a variable would otherwise surface only
+at deployment."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from worker.harness import BIN
+from worker.settings import WebSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+OURS = ("worker", "history", "beat", "web", "flower")
+# ${NAME:-default} → default; ${NAME:?message} and ${NAME} → a placeholder value.
+_VARIABLE = re.compile(r"\$\{([A-Z_]+)(?::-([^}]*)|:\?[^}]*)?\}")
+
+
+def expanded(text: str) -> str:
+    return _VARIABLE.sub(lambda m: m.group(2) if m.group(2) is not None else "user:secret", text)
+
+
+def procfile() -> dict[str, list[str]]:
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        entries[name.strip()] = shlex.split(expanded(command))
+    return entries
+
+
+def flower_options_known(args: list[str]) -> bool:
+    """Flower hands options it does not know on to tornado, so `--help` accepts anything:
+    check its options against the ones flower defines instead."""
+    import flower.options  # noqa: F401  (defines them)
+    from tornado.options import options
+
+    after = args[args.index("flower") + 1:]
+    names = [a[2:].split("=", 1)[0].replace("_", "-") for a in after if a.startswith("--")]
+    return all(name in options._options for name in names)
+
+
+def accepted(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run the command's own parser on it: every option must be known (`--help` appended
+    exits 0 only when everything before it parses)."""
+    program, *args = command
+    if "flower" in args and not flower_options_known(args):
+        return subprocess.CompletedProcess(command, 2, "", f"unknown flower option in {args}")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([str(BIN / program), *args, "--help"], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def test_compose_runs_every_process_with_health_checks_and_restarts() -> None:
+    assert set(OURS) | {"redis", "postgres", "sim"} <= set(SERVICES)
+    for name in (*OURS, "redis", "postgres"):
+        assert SERVICES[name].get("restart") == "unless-stopped", name
+    for name in ("redis", "postgres", "worker", "history", "web", "flower"):
+        assert SERVICES[name]["healthcheck"]["test"], name
+    assert SERVICES["sim"]["profiles"] == ["demo"]
+
+
+def test_compose_redis_never_evicts_and_persists() -> None:
+    command = SERVICES["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert SERVICES["redis"]["volumes"]
+
+
+def test_compose_passes_only_settings_that_exist() -> None:
+    known = set(WebSettings.model_fields)
+    for name in OURS:
+        assert set(SERVICES[name]["environment"]) <= known, name
+    web = SERVICES["web"]["environment"]
+    assert web["WEB_HOST"] == "0.0.0.0" and {"WEBHOOK_SECRET", "WEB_API_KEY"} <= set(web)
+
+
+def test_procfile_and_compose_name_the_same_processes() -> None:
+    assert set(procfile()) == set(OURS)
+    main, history = procfile()["worker"], procfile()["history"]
+    assert main[main.index("-Q") + 1] == "celery"
+    assert history[history.index("-Q") + 1] == "pointsync.history"
+    compose_history = SERVICES["history"]["command"]
+    assert compose_history[compose_history.index("-Q") + 1] == "pointsync.history"
+    assert "--basic-auth=user:secret" in procfile()["flower"]
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_every_procfile_command_parses_with_the_real_cli(name: str) -> None:
+    done = accepted(procfile()[name])
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", [*OURS, "sim"])
+def test_every_compose_command_parses_with_the_real_cli(name: str) -> None:
+    done = accepted([expanded(part) for part in SERVICES[name]["command"]])
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_mistyped_option_is_caught() -> None:
+    # The check itself: an unknown option does not parse.
+    assert accepted(["celery", "-A", "worker", "worker", "--concurency", "2"]).returncode != 0
+    assert accepted(["pointsync", "web", "--port", "1"]).returncode != 0
+    assert accepted(["celery", "-A", "worker", "flower", "--basic_auth=a:b"]).returncode == 0
+    assert accepted(["celery", "-A", "worker", "flower", "--basic-oauth=a:b"]).returncode != 0

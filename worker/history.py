@@ -17,11 +17,13 @@ from typing import Any
 
 from worker.history_store import HistoryStore, MalformedHistory
 from worker.http import Rejected, RemoteError
+from worker.money import from_utc_micros
 from worker.parts import Parts
 from worker.point_request import validate_contact_id
+from worker.settings import Settings
+from worker.store import Store
 
 log = logging.getLogger("pointsync.history")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class UnknownContact(LookupError):
@@ -35,7 +37,7 @@ async def fetch_history(parts: Parts, contact_id: str) -> dict[str, Any]:
     known = store.fetched(contact_id)
     since = None
     if known is not None and known.newest_at_us is not None:
-        since = _EPOCH + timedelta(microseconds=known.newest_at_us)
+        since = from_utc_micros(known.newest_at_us)
     try:
         entries = await parts.treazure.history(contact_id, since)
     except Rejected as exc:
@@ -90,9 +92,10 @@ async def fetch_for_a_while(
     return totals, list(contact_ids[done:])
 
 
-def purge(parts: Parts) -> int:
-    """Apply HISTORY_RETENTION_DAYS: delete entries older than that."""
-    cutoff = datetime.now(UTC) - timedelta(days=parts.settings.HISTORY_RETENTION_DAYS)
-    removed = HistoryStore(parts.store).purge_before(cutoff)
+def purge(store: Store, settings: Settings) -> int:
+    """Apply HISTORY_RETENTION_DAYS: delete entries older than that (store work only: no
+    Treazure, Redis or event loop needed)."""
+    cutoff = datetime.now(UTC) - timedelta(days=settings.HISTORY_RETENTION_DAYS)
+    removed = HistoryStore(store).purge_before(cutoff)
     log.info("history retention: %d entries older than %s removed", removed, cutoff.date())
     return removed

@@ -60,6 +60,11 @@ def utc_micros(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
+def from_utc_micros(us: int) -> datetime:
+    """The time `us` microseconds after the epoch, in UTC (utc_micros' inverse)."""
+    return _EPOCH + us * _MICROSECOND
+
+
 def exact_amount(cents: int) -> int | float | Decimal:
     """The amount as a number that JSON encoders write with its exact decimal text.
 

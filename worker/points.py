@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from worker.arguments import InvalidArgument
@@ -35,7 +35,7 @@ from worker.history_store import HistoryStore, MalformedHistory
 from worker.http import Ambiguous, Rejected, RemoteError, Retryable
 from worker.ledger import LeaseLost, Ledger, LedgerRow
 from worker.locks import held_lock
-from worker.money import cents_to_decimal, utc_micros
+from worker.money import cents_to_decimal, from_utc_micros, utc_micros
 from worker.parts import Parts
 from worker.point_request import PointRequest
 from worker.settings import Settings
@@ -237,7 +237,7 @@ async def _read_booking(parts: Parts, row: LedgerRow) -> Booking | None:
     if known is None or known.newest_at_us is None:
         since = None
     elif known.newest_at_us < utc_micros(since):  # type: ignore[arg-type]
-        since = _as_time(known.newest_at_us)
+        since = from_utc_micros(known.newest_at_us)
     entries = await parts.treazure.history(row.contact_id, since)
     try:
         stored.save(row.contact_id, entries)
@@ -364,7 +364,7 @@ async def _push(
         return []
     balances = [
         Balance(r.contact_id, cents_to_decimal(r.balance_cents),  # type: ignore[arg-type]
-                _as_time(r.balance_mutated_us))  # type: ignore[arg-type]
+                from_utc_micros(r.balance_mutated_us))  # type: ignore[arg-type]
         for r in rows
     ]
     try:
@@ -414,10 +414,6 @@ def _order(row: LedgerRow) -> tuple[int, datetime]:
 
 def _refs(rows: Sequence[LedgerRow], covered: dict[str, list[str]]) -> list[str]:
     return [ref for row in rows for ref in covered[row.contact_id]]
-
-
-def _as_time(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 def decimal_text(cents: int | None) -> str | None:

@@ -159,8 +159,5 @@ def refresh_history(run_id: int) -> dict[str, int]:
 @app.task(name="pointsync.purge_history")
 def purge_history() -> dict[str, int]:
     """Apply HISTORY_RETENTION_DAYS."""
-    return {"removed": run_with_parts(lambda parts: _purge(parts))}
-
-
-async def _purge(parts: Parts) -> int:
-    return history.purge(parts)
+    settings = get_settings()
+    return {"removed": history.purge(get_store(settings), settings)}

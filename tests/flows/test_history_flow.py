@@ -384,9 +384,9 @@ async def test_purge_applies_history_retention_days(
     treazure_history.add(B, entry(ago(31), 1, 1))
     await history.fetch_many(flow, [A, B], 2)
     month = with_settings(flow, HISTORY_RETENTION_DAYS=30)
-    assert history.purge(month) == 2
+    assert history.purge(month.store, month.settings) == 2
     assert stored(flow, A) == [recent] and stored(flow, B) == []
-    assert history.purge(month) == 0
+    assert history.purge(month.store, month.settings) == 0
     # A fetch after the purge starts from the newest entry: nothing purged comes back.
     assert (await history.fetch_history(flow, A))["added"] == 0
     assert stored(flow, A) == [recent]
@@ -399,5 +399,5 @@ async def test_purge_keeps_two_years_by_default(
     kept, gone = entry(ago(729), 5, 5), entry(ago(731), 5, 10)
     treazure_history.add(A, gone, kept)
     await history.fetch_history(flow, A)
-    assert history.purge(flow) == 1
+    assert history.purge(flow.store, flow.settings) == 1
     assert stored(flow, A) == [kept]

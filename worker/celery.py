@@ -114,7 +114,57 @@ def _quiet_http_logs(**_: Any) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _format_celery_logs(logger: Any = None, **_: Any) -> None:
+    """Celery's own handlers (stderr or --logfile, at --loglevel) stay; every line they write,
+    Celery's included, takes LOG_FORMAT, the task id, the bound run id, and masked secrets."""
+    from celery.utils.log import get_multiprocessing_logger
+
+    from worker.logs import use_format
+
+    fmt = get_core_settings().LOG_FORMAT
+    # The root logger, then Celery's task logger (it does not propagate), and the pool's
+    # multiprocessing logger, which Celery sets up beside the root without a signal.
+    for target in (logger, get_multiprocessing_logger()):
+        if target is not None:
+            use_format(target, fmt)
+
+
+def _early_worker_logs(**_: Any) -> None:
+    """Celery sets up logging only after its privilege check, whose SecurityWarning (as
+    root) would be printed raw over several lines: until Celery's setup, warnings and
+    errors take LOG_FORMAT too (INFO lines stay dropped there, as before)."""
+    import logging
+
+    from worker.logs import configure_logging
+
+    configure_logging(get_core_settings().LOG_FORMAT, "WARNING")
+    logging.captureWarnings(True)
+
+
+def _no_banner_in_json(ctx: Any, _param: Any, _value: Any) -> None:
+    """The worker's and beat's start-up banners are printed, not logged: in JSON mode they
+    would be the only lines that are not JSON, so there they are left out, as with
+    `celery -q`. Run as the callback of a hidden option of those two commands, because
+    Click calls it after the CLI context exists and before the command reads `quiet`."""
+    if get_core_settings().LOG_FORMAT == "json" and ctx.obj is not None:
+        ctx.obj.quiet = True
+
+
+def _hook_banner_option(celery_app: Celery) -> None:
+    import click
+
+    for command in ("worker", "beat"):
+        celery_app.user_options[command].add(click.Option(
+            ["--pointsync-log-format-hook"], is_flag=True, hidden=True, expose_value=False,
+            callback=_no_banner_in_json,
+        ))
+
+
+_hook_banner_option(app)
 signals.after_setup_logger.connect(_quiet_http_logs, weak=False)
+signals.after_setup_logger.connect(_format_celery_logs, weak=False)
+signals.after_setup_task_logger.connect(_format_celery_logs, weak=False)
+signals.celeryd_init.connect(_early_worker_logs, weak=False)
 signals.worker_init.connect(_require_full_settings, weak=False)
 signals.beat_init.connect(_require_full_settings, weak=False)
 signals.worker_process_init.connect(_after_fork, weak=False)

@@ -35,6 +35,7 @@ from worker.history_store import HistoryStore, MalformedHistory
 from worker.http import Ambiguous, Rejected, RemoteError, Retryable
 from worker.ledger import LeaseLost, Ledger, LedgerRow
 from worker.locks import held_lock
+from worker.logs import bind_log_context
 from worker.money import cents_to_decimal, from_utc_micros, utc_micros
 from worker.parts import Parts
 from worker.point_request import PointRequest
@@ -109,6 +110,7 @@ async def add_points(parts: Parts, request: PointRequest, source: str) -> Outcom
 
 async def process(parts: Parts, reference: str) -> Outcome:
     """Move an open row on as far as it goes now (booked, then applied)."""
+    bind_log_context(reference=reference)
     ledger = Ledger(parts.store)
     row = ledger.claim(reference, parts.settings.POINTS_LEASE_SECONDS)
     if row is None:  # final, or another worker holds it right now

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from worker.arguments import InvalidArgument
 from worker.engage import EngageClient
 from worker.locks import held_lock
+from worker.logs import bind_log_context
 from worker.pushguard import PushGuard
 from worker.settings import Settings
 from worker.store import ContactState, Store, utcnow
@@ -394,6 +395,7 @@ async def _locked_run(
         started_at=started_at, window_from=window.start, window_to=window.end,
         explicit_window=window.explicit, task_id=task_id,
     )
+    bind_log_context(run_id=run_id)
     log.info("sync run %s started: window %s → %s", run_id, window.start, window.end)
     clock = time.monotonic()
     lanes = _Lanes(store, engage, guard, run_id, settings)

@@ -38,6 +38,7 @@ from worker.history import UnknownContact
 from worker.history_store import HistoryStore, MalformedHistory
 from worker.http import RemoteError
 from worker.ledger import Ledger
+from worker.logs import configure_logging
 from worker.parts import Parts
 from worker.point_request import (
     PointRequest,
@@ -459,8 +460,7 @@ def create_app(
 def main() -> None:
     try:
         settings = get_web_settings()
-        logging.basicConfig(level=settings.LOG_LEVEL,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(settings.LOG_FORMAT, settings.LOG_LEVEL)
         app = create_app(settings)
     except ConfigError as exc:
         exit_on_config_error(exc)

@@ -30,11 +30,28 @@ def expanded(text: str) -> str:
 
 
 def procfile() -> dict[str, list[str]]:
+    """Each process's command; a leading `: "${VAR:?…}" && exec` guard is left out (see
+    procfile_guards)."""
     entries = {}
     for line in (ROOT / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
-        entries[name.strip()] = shlex.split(expanded(command))
+        words = shlex.split(expanded(command))
+        if words[0] == ":":
+            words = words[words.index("&&") + 1:]
+            words = words[1:] if words[0] == "exec" else words
+        entries[name.strip()] = words
     return entries
+
+
+def procfile_guards() -> dict[str, list[str]]:
+    """Variables a Procfile line refuses to start without (`: "${VAR:?message}" && …`)."""
+    guards = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if command.strip().startswith(":"):
+            guard = command.split("&&", 1)[0]
+            guards[name.strip()] = re.findall(r"\$\{([A-Z_]+):\?", guard)
+    return guards
 
 
 def flower_options_known(args: list[str]) -> bool:
@@ -78,7 +95,8 @@ def test_compose_redis_never_evicts_and_persists() -> None:
 def test_compose_passes_only_settings_that_exist() -> None:
     known = set(WebSettings.model_fields)
     for name in OURS:
-        assert set(SERVICES[name]["environment"]) <= known, name
+        extra = {"FLOWER_BASIC_AUTH"} if name == "flower" else set()  # Flower's own
+        assert set(SERVICES[name]["environment"]) <= known | extra, name
     web = SERVICES["web"]["environment"]
     assert web["WEB_HOST"] == "0.0.0.0" and {"WEBHOOK_SECRET", "WEB_API_KEY"} <= set(web)
 
@@ -90,7 +108,16 @@ def test_procfile_and_compose_name_the_same_processes() -> None:
     assert history[history.index("-Q") + 1] == "pointsync.history"
     compose_history = SERVICES["history"]["command"]
     assert compose_history[compose_history.index("-Q") + 1] == "pointsync.history"
-    assert "--basic-auth=user:secret" in procfile()["flower"]
+
+
+
+def test_flower_takes_its_password_from_the_environment_and_needs_one() -> None:
+    # On the command line `ps` would show the password; Flower reads FLOWER_BASIC_AUTH.
+    assert not any("basic-auth" in word for word in procfile()["flower"])
+    assert procfile_guards() == {"flower": ["FLOWER_BASIC_AUTH"]}
+    compose = SERVICES["flower"]
+    assert not any("basic-auth" in word for word in compose["command"])
+    assert compose["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
 
 
 @pytest.mark.parametrize("name", OURS)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from worker import operations_cli
 from worker.settings import ConfigError, exit_on_config_error
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -22,10 +25,12 @@ cli.add_typer(db_cli, name="db")
 points_cli = typer.Typer(no_args_is_help=True,
                          help="Point transactions: book by hand, list failures, replay.")
 cli.add_typer(points_cli, name="points")
-console = Console()
+# soft_wrap: a message stays one line in any terminal (scripts and logs grep it).
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
-RUN_COLUMNS = ("id", "status", "window_from", "window_to", "duration_seconds", "fetched",
-               "unique_contacts", "unchanged", "stale", "pushed", "rejected", "error")
+RUN_COLUMNS = ("id", "kind", "status", "window_from", "window_to", "duration_seconds",
+               "fetched", "unique_contacts", "unchanged", "stale", "pushed", "rejected", "error")
 
 
 def _jsonable(value: Any) -> Any:
@@ -40,13 +45,37 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+# The table of recent runs: what fits in 100 columns; `--json` and the run summary have all.
+RUN_TABLE_COLUMNS = (("id", "id"), ("kind", "kind"), ("status", "status"),
+                     ("window", "window (UTC)"), ("duration_seconds", "s"), ("fetched", "read"),
+                     ("pushed", "pushed"), ("unchanged", "same"), ("stale", "stale"),
+                     ("rejected", "refused"), ("error", "error"))
+
+
+def _short_cell(value: Any) -> str:
+    if hasattr(value, "strftime"):
+        return str(value.strftime("%m-%d %H:%M"))
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return _cell(value)
+
+
 def runs_table(runs: list[dict[str, Any]], title: str = "sync runs") -> Table:
-    table = Table(title=title)
-    for column in RUN_COLUMNS:
-        table.add_column(column.replace("_seconds", " s").replace("_", " "))
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column, header in RUN_TABLE_COLUMNS:
+        table.add_column(header, overflow="fold", no_wrap=column != "error",
+                         justify="left" if column in ("kind", "status", "error") else "right")
     for run in runs:
-        table.add_row(*(_cell(run.get(column))[:60] for column in RUN_COLUMNS))
+        cells = {**run, "window": _window_text(run.get("window_from"), run.get("window_to"))}
+        table.add_row(*(_short_cell(cells.get(column))[:80] for column, _ in RUN_TABLE_COLUMNS))
     return table
+
+
+def _window_text(start: Any, end: Any) -> str:
+    if start is None or end is None:
+        return "—"  # a heal pushes given contacts, it reads no window
+    first = "all time" if start.year < 2000 else _short_cell(start)
+    return f"{first} → {_short_cell(end)}"
 
 
 def run_summary(run: dict[str, Any], title: str = "sync run") -> Table:
@@ -61,31 +90,116 @@ def run_summary(run: dict[str, Any], title: str = "sync run") -> Table:
     return table
 
 
+def _age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "no scheduled sync has succeeded yet"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
+
+
+def _queue_state(redis_url: str) -> dict[str, Any]:
+    """Waiting messages per queue and those handed to workers, or why they are unknown."""
+    import redis
+
+    from worker.queues import queue_depths, unacked_count
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        return {"waiting": queue_depths(client), "unacked": unacked_count(client)}
+    except redis.RedisError as exc:
+        return {"error": f"Redis does not answer: {type(exc).__name__}"}
+    finally:
+        client.close()
+
+
 @cli.command()
 def status(
     limit: Annotated[int, typer.Option(help="How many recent runs to show.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Recent sync runs and the watermark (where the next scheduled window starts)."""
+    """Recent sync runs, the lag (age of the watermark), point transactions by state and
+    the failed ones, and the Celery queue depths."""
+    from worker.ledger import Ledger
     from worker.runtime import prepare_store
     from worker.settings import get_core_settings
+    from worker.store import utcnow
 
-    store = prepare_store(get_core_settings().DATABASE_URL)
+    settings = get_core_settings()
+    store = prepare_store(settings.DATABASE_URL)
     runs = store.recent_runs(limit)
     watermark = store.watermark()
+    lag = None if watermark is None else round((utcnow() - watermark).total_seconds(), 1)
+    ledger = Ledger(store)
+    states = {state: 0 for state in ("received", "booked", "applied", "failed")}
+    states.update(ledger.counts_by_state())
+    failed = ledger.listing("failed", 5) if states["failed"] else []
+    queues = _queue_state(settings.REDIS_URL)
     if as_json:
-        print(json.dumps({"watermark": _jsonable(watermark),
-                          "runs": [{k: _jsonable(v) for k, v in r.items()} for r in runs]}))
+        print(json.dumps({
+            "watermark": _jsonable(watermark), "lag_seconds": lag,
+            "runs": [{k: _jsonable(v) for k, v in r.items()} for r in runs],
+            "point_transactions": states,
+            "failed_transactions": [{k: _jsonable(v) for k, v in _point_dict(r).items()}
+                                    for r in failed],
+            "queues": queues}))
         return
-    console.print(f"watermark: {watermark or 'none yet (the first run covers the last 2 h)'}")
+    console.print(f"lag: {_age_text(lag)}"
+                  + (f" (watermark {watermark:%Y-%m-%d %H:%M:%SZ})" if watermark else ""),
+                  highlight=False)
     console.print(runs_table(runs))
+    console.print("point transactions: " + ", ".join(f"{k} {v:,}" for k, v in states.items()),
+                  highlight=False)
+    if failed:
+        console.print(points_table(failed, f"latest failed transactions ({states['failed']:,} "
+                                   "in all; pointsync points failed)",
+                                   ("reference", "contact_id", "amount", "updated_at",
+                                    "reason")))
+    if "error" in queues:
+        console.print(f"queues: {queues['error']}", highlight=False)
+    else:
+        waiting = ", ".join(f"{name} {depth:,}" for name, depth in queues["waiting"].items())
+        console.print(f"queues: waiting {waiting}; handed to workers {queues['unacked']:,}",
+                      highlight=False)
+
+
+def _follow_run(result: Any, store: Any, task_id: str, timeout: float | None) -> Any:
+    """A live progress bar fed by the run's row (updated every ~2 s by the worker) until
+    the task has finished; returns the task's result (or the exception it raised)."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from worker.operations_cli import counts_text, progress_bar
+    from worker.store import RUN_COUNTS
+    from worker.sync import Counts
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with progress_bar() as bar:
+        task = bar.add_task("waiting for a worker", total=None, counts="")
+
+        def show(run: dict[str, Any] | None) -> None:
+            if run is not None:
+                bar.update(task, description=f"sync run {run['id']} {run['status']}",
+                           counts=counts_text(Counts(**{k: run[k] for k in RUN_COUNTS})))
+
+        while not result.ready():
+            if deadline is not None and time.monotonic() > deadline:
+                raise typer.Exit(2)
+            show(store.run_for_task(task_id))
+            # Returns as soon as the task ends; else the bar is refreshed every 0.5 s.
+            with contextlib.suppress(CeleryTimeout):
+                result.get(timeout=0.5, propagate=False)
+        show(store.run_for_task(task_id))
+    return result.get(propagate=False)
 
 
 @cli.command()
 def sync(
     since: Annotated[str | None, typer.Option(help="Window start, ISO-8601 with timezone.")] = None,
     until: Annotated[str | None, typer.Option(help="Window end, ISO-8601 with timezone.")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for the run and print its summary.")] = False,
+    wait: Annotated[bool, typer.Option(
+        help="Follow the run with a live progress bar and print its summary.")] = False,
+    timeout: Annotated[float | None, typer.Option(
+        help="With --wait: give up waiting after this many seconds (exit 2).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Enqueue one balance sync run (pointsync.sync_balances)."""
@@ -103,14 +217,23 @@ def sync(
     if not wait:
         print(json.dumps({"task_id": result.id}) if as_json else f"enqueued task {result.id}")
         return
-    summary = result.get(propagate=False)
+    from worker.runtime import prepare_store
+    from worker.settings import get_core_settings
+
+    store = prepare_store(get_core_settings().DATABASE_URL)
+    try:
+        summary = _follow_run(result, store, result.id, timeout)
+    except typer.Exit:
+        err_console.print(f"still running after {timeout:g} s (task {result.id}); "
+                                   "pointsync status shows it")
+        raise
     if as_json:
         print(json.dumps(summary if isinstance(summary, dict) else {"error": str(summary)}))
     elif isinstance(summary, dict):
         console.print(run_summary({**summary, "id": summary.get("run_id")}))
     else:
         console.print(f"[red]sync failed:[/red] {summary}")
-    if not isinstance(summary, dict) or summary.get("status") == "failed":
+    if not isinstance(summary, dict) or summary.get("status") not in ("succeeded",):
         raise typer.Exit(1)
 
 
@@ -306,7 +429,7 @@ def _masked(message: str, *secrets: str) -> str:
 
 def _fail(message: str) -> NoReturn:
     """One line on stderr, exit status 1."""
-    Console(stderr=True).print(f"pointsync: {message}", markup=False, highlight=False)
+    err_console.print(f"pointsync: {message}", markup=False, highlight=False)
     raise typer.Exit(1)
 
 
@@ -401,6 +524,11 @@ def demo(
     raise typer.Exit(run_demo(contacts))
 
 
+cli.command()(operations_cli.migrate)
+cli.command()(operations_cli.reconcile)
+cli.command()(operations_cli.doctor)
+
+
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the schema to the newest migration."""
@@ -411,8 +539,22 @@ def db_upgrade() -> None:
     console.print("database schema is up to date")
 
 
+def _configure_logging() -> None:
+    """LOG_FORMAT as everywhere else; at WARNING at least, since a terminal has the
+    progress bars and summaries for what the flows log at INFO."""
+    import logging
+
+    from worker.logs import configure_logging
+    from worker.settings import get_core_settings
+
+    settings = get_core_settings()
+    level = max(logging.getLevelName(settings.LOG_LEVEL), logging.WARNING)
+    configure_logging(settings.LOG_FORMAT, logging.getLevelName(level))
+
+
 def main() -> None:
     try:
+        _configure_logging()
         cli()
     except ConfigError as exc:
         exit_on_config_error(exc)

@@ -156,7 +156,8 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _load(cls: type[_S]) -> _S:
+def load_settings(cls: type[_S]) -> _S:
+    """Settings of this class from the environment, or a ConfigError naming each variable."""
     try:
         return cls()
     except ValidationError as exc:
@@ -165,17 +166,17 @@ def _load(cls: type[_S]) -> _S:
 
 @lru_cache(maxsize=1)
 def get_core_settings() -> CoreSettings:
-    return _load(CoreSettings)
+    return load_settings(CoreSettings)
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return _load(Settings)
+    return load_settings(Settings)
 
 
 @lru_cache(maxsize=1)
 def get_web_settings() -> WebSettings:
-    return _load(WebSettings)
+    return load_settings(WebSettings)
 
 
 def exit_on_config_error(error: ConfigError) -> NoReturn:

@@ -56,7 +56,11 @@ sync_runs = Table(
     Column("rejected", BigInteger, nullable=False, default=0),
     Column("error", Text),
     Column("task_id", String(64)),
+    # sync (scheduled or manual), migrate (the go-live copy) or heal (reconcile --heal)
+    Column("kind", String(16), nullable=False, default="sync", server_default="sync"),
     Index("ix_sync_runs_status", "status", "started_at"),
+    Index("ix_sync_runs_kind", "kind", "id"),
+    Index("ix_sync_runs_task", "task_id"),
 )
 
 # What Engage was last sent for each contact, by any flow: the no-stale-overwrite guard.
@@ -136,13 +140,20 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent; safe on every start)."""
-    from alembic import command
+def migrations_config() -> Any:
+    """Alembic's configuration for the migrations shipped in worker/migrations."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the schema to the newest migration (idempotent; safe on every start)."""
+    from alembic import command
+
+    config = migrations_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
@@ -198,13 +209,14 @@ class Store:
         explicit_window: bool,
         task_id: str | None,
         status: str = "running",
+        kind: str = "sync",
     ) -> int:
         with self.engine.begin() as conn:
             result = conn.execute(
                 insert(sync_runs).values(
                     status=status, started_at=started_at, window_from=window_from,
                     window_to=window_to, explicit_window=explicit_window, task_id=task_id,
-                    **dict.fromkeys(RUN_COUNTS, 0),
+                    kind=kind, **dict.fromkeys(RUN_COUNTS, 0),
                 )
             )
             return int(result.inserted_primary_key[0])
@@ -219,12 +231,32 @@ class Store:
             found = row.first()
         return _run_dict(found) if found else None
 
-    def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+    def recent_runs(self, limit: int = 10, kind: str | None = None) -> list[dict[str, Any]]:
+        query = select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit)
+        if kind is not None:
+            query = query.where(sync_runs.c.kind == kind)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [_run_dict(row) for row in rows]
+
+    def run_for_task(self, task_id: str) -> dict[str, Any] | None:
+        """The newest run recorded by this Celery task, if it has started one."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(sync_runs).where(sync_runs.c.task_id == task_id)
+                .order_by(sync_runs.c.id.desc()).limit(1)
+            ).mappings().first()
+        return _run_dict(found) if found else None
+
+    def sample_contact_ids(self, count: int) -> list[str]:
+        """Up to `count` contacts Engage was sent a balance for, picked at random."""
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(sync_runs).order_by(sync_runs.c.id.desc()).limit(limit)
-            ).mappings().all()
-        return [_run_dict(row) for row in rows]
+                select(contact_balances.c.contact_id)
+                .where(contact_balances.c.sent_mutated_us.is_not(None))
+                .order_by(func.random()).limit(count)
+            ).all()
+        return [row[0] for row in rows]
 
     # -- what Engage holds ------------------------------------------------------------
 

@@ -128,6 +128,9 @@ class _Lanes:
         self.guard = guard
         self.run_id = run_id
         self.batch_size = settings.ENGAGE_BATCH_SIZE
+        # A heal pushes a balance even when it equals what Engage was last sent: Engage
+        # was found to hold something else.
+        self.force = False
         self.count = settings.ENGAGE_PUSH_CONCURRENCY
         self.counts = Counts()
         self.buffers: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
@@ -226,7 +229,7 @@ class _Lanes:
                 continue
             if entry.mutated_us < state.sent_mutated_us:
                 counts.stale += 1
-            elif entry.cents == state.sent_cents:
+            elif entry.cents == state.sent_cents and not self.force:
                 counts.unchanged += 1
                 if entry.mutated_us > state.sent_mutated_us:
                     # Same balance, newer time: raise the guard so an older, different
@@ -341,8 +344,15 @@ async def run_sync(
     until: str | None = None,
     task_id: str | None = None,
     guard: PushGuard | None = None,
+    kind: str = "sync",
+    progress: Callable[[Counts], None] | None = None,
 ) -> SyncSummary:
-    """One sync run; returns its summary. Raises only for invalid arguments."""
+    """One sync run; returns its summary. Raises only for invalid arguments.
+
+    `kind="migrate"` is the go-live copy: an explicit window that still moves the
+    watermark, so the hourly sync starts where the copy began. `progress` is called with
+    the counts after every page read.
+    """
     guard = guard or PushGuard.for_settings(redis, settings)
     since_at = parse_time_argument("since", since)
     until_at = parse_time_argument("until", until)
@@ -359,7 +369,7 @@ async def run_sync(
             run_id = store.start_run(
                 started_at=now, window_from=since_at, window_to=until_at,
                 explicit_window=since is not None or until is not None, task_id=task_id,
-                status="skipped",
+                status="skipped", kind=kind,
             )
             store.update_run(run_id, finished_at=now, duration_seconds=0.0,
                              error="another sync run holds the lock")
@@ -367,7 +377,7 @@ async def run_sync(
             return SyncSummary("skipped", run_id, error="another sync run is in progress")
         await guard.prune()
         return await _locked_run(settings, store, treazure, engage, guard, since_at, until_at,
-                                 task_id)
+                                 task_id, kind, progress)
 
 
 async def _wait_for_lock_release(redis: Any, timeout: float) -> None:
@@ -385,6 +395,8 @@ async def _locked_run(
     since: datetime | None,
     until: datetime | None,
     task_id: str | None,
+    kind: str = "sync",
+    progress: Callable[[Counts], None] | None = None,
 ) -> SyncSummary:
     abandoned = store.abandon_running_runs()
     if abandoned:
@@ -393,7 +405,7 @@ async def _locked_run(
     window = compute_window(settings, started_at, store.watermark(), since, until)
     run_id = store.start_run(
         started_at=started_at, window_from=window.start, window_to=window.end,
-        explicit_window=window.explicit, task_id=task_id,
+        explicit_window=window.explicit and kind != "migrate", task_id=task_id, kind=kind,
     )
     bind_log_context(run_id=run_id)
     log.info("sync run %s started: window %s → %s", run_id, window.start, window.end)
@@ -401,11 +413,15 @@ async def _locked_run(
     lanes = _Lanes(store, engage, guard, run_id, settings)
     summary = SyncSummary("running", run_id, window.start.isoformat(), window.end.isoformat())
     try:
-        await _stream(treazure, lanes, window, store, run_id)
+        await _stream(treazure, lanes, window, store, run_id, progress)
         await lanes.finish()
         summary.status = "succeeded"
     except asyncio.CancelledError:
         summary.status, summary.error = "failed", "cancelled"
+        # Interrupted (Ctrl-C in `pointsync migrate`, say): what Engage accepted is
+        # recorded, so the next run does not send it again.
+        with contextlib.suppress(Exception):
+            await lanes.finish()
         raise
     except Exception as exc:  # the run records why it failed; the task returns it
         summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
@@ -427,7 +443,8 @@ async def _locked_run(
 
 
 async def _stream(
-    treazure: TreazureClient, lanes: _Lanes, window: Window, store: Store, run_id: int
+    treazure: TreazureClient, lanes: _Lanes, window: Window, store: Store, run_id: int,
+    progress: Callable[[Counts], None] | None = None,
 ) -> None:
     """Read pages and push batches concurrently; the first failure stops both sides."""
 
@@ -438,6 +455,8 @@ async def _stream(
             if malformed:
                 _record_malformed(run_id, lanes, malformed)
             await lanes.add(entries)
+            if progress is not None:
+                progress(lanes.counts)
             if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
                 store.update_run(run_id, **asdict(lanes.counts))
                 last_progress = time.monotonic()
@@ -459,3 +478,53 @@ async def _stream(
 def _record_malformed(run_id: int, lanes: _Lanes, malformed: list[MalformedEntry]) -> None:
     lanes.counts.rejected += len(malformed)
     lanes.rejections.extend((run_id, m.contact_id, None, None, m.reason) for m in malformed)
+
+
+async def push_entries(
+    settings: Settings,
+    store: Store,
+    engage: EngageClient,
+    guard: PushGuard,
+    entries: list[BalanceEntry],
+    *,
+    kind: str = "heal",
+) -> SyncSummary:
+    """Push given balances through a sync run's lanes: the same claims, guard, batches,
+    rate limit and bookkeeping as a sync, recorded as a run of its own `kind`.
+
+    Every entry is pushed unless Engage was sent a newer balance meanwhile (it is then
+    counted stale), even one equal to what Engage was last sent: the caller found Engage
+    holding something else.
+    """
+    started_at = utcnow()
+    run_id = store.start_run(started_at=started_at, window_from=None, window_to=None,
+                             explicit_window=True, task_id=None, kind=kind)
+    clock = time.monotonic()
+    lanes = _Lanes(store, engage, guard, run_id, settings)
+    lanes.force = True
+    summary = SyncSummary("running", run_id)
+    try:
+        lanes.counts.fetched = len(entries)
+        tasks = [asyncio.create_task(lanes.run_lane(i)) for i in range(lanes.count)]
+        try:
+            await lanes.add(entries)
+            await lanes.end_of_input()
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await lanes.finish()
+        summary.status = "succeeded"
+    except Exception as exc:
+        summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+        with contextlib.suppress(Exception):
+            await lanes.finish()
+    finally:
+        lanes.stop_threads()
+        summary.counts = lanes.counts
+        summary.duration_seconds = round(time.monotonic() - clock, 3)
+        store.update_run(run_id, status=summary.status, finished_at=utcnow(),
+                         duration_seconds=summary.duration_seconds, error=summary.error,
+                         **asdict(lanes.counts))
+    return summary

@@ -197,6 +197,11 @@ class TreazureClient:
         except (KeyError, TypeError, ValueError):
             raise Rejected(SERVICE, "token answer has no access_token") from None
 
+    async def request_token(self) -> float:
+        """Ask Treazure for a new token (not the shared one): the credentials' check.
+        Returns the seconds it is valid for."""
+        return (await self._request_token())[1]
+
     async def _with_retries(self, call: Callable[[], Any]) -> Any:
         s = self._settings
         return await with_retries(

@@ -68,3 +68,31 @@ def test_running_runs_are_abandoned_and_runs_listed_newest_first(database_url: s
     assert [r["id"] for r in runs] == [second, first]
     assert runs[1]["status"] == "abandoned" and runs[1]["error"]
     store.engine.dispose()
+
+
+def test_runs_have_a_kind_and_are_found_by_task_or_kind(database_url: str) -> None:
+    store = open_store(database_url)
+    at = datetime(2026, 11, 21, 8, tzinfo=UTC)
+    sync_id = store.start_run(started_at=at, window_from=at, window_to=at,
+                              explicit_window=False, task_id="task-1")
+    migrate_id = store.start_run(started_at=at, window_from=at, window_to=at,
+                                 explicit_window=False, task_id=None, kind="migrate")
+    again = store.start_run(started_at=at, window_from=at, window_to=at,
+                            explicit_window=False, task_id="task-1", status="skipped")
+    assert [r["kind"] for r in store.recent_runs()] == ["sync", "migrate", "sync"]
+    assert [r["id"] for r in store.recent_runs(kind="migrate")] == [migrate_id]
+    found = store.run_for_task("task-1")
+    assert found is not None and found["id"] == again != sync_id
+    assert store.run_for_task("task-2") is None
+    store.engine.dispose()
+
+
+def test_a_sample_comes_from_contacts_engage_was_sent(database_url: str) -> None:
+    store = open_store(database_url)
+    store.save_contact_states([(f"c{i}", 100, 1, 1) for i in range(20)]
+                              + [("never-sent", None, None, 1)])
+    picked = store.sample_contact_ids(5)
+    assert len(picked) == len(set(picked)) == 5
+    assert set(picked) <= {f"c{i}" for i in range(20)}
+    assert sorted(store.sample_contact_ids(100)) == sorted(f"c{i}" for i in range(20))
+    store.engine.dispose()

@@ -14,6 +14,7 @@ import html
 import random
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -24,6 +25,12 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+# Every answer (and transport failure) this process got, by (service, status), since
+# worker/telemetry.py last moved them to Redis for /metrics. One dict increment per
+# request is all the hot path pays; statuses are HTTP codes as strings, or
+# "connect_error", "timeout", "dropped".
+RESPONSES: Counter[tuple[str, str]] = Counter()
 
 
 class RemoteError(Exception):
@@ -120,14 +127,25 @@ async def send(
     try:
         response = await client.send(request)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        RESPONSES[service, _transport_status(exc)] += 1
         # The request never left: safe to repeat even for a write.
         raise Retryable(service, f"cannot connect: {type(exc).__name__}") from exc
     except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.RemoteProtocolError,
             httpx.ReadError, httpx.WriteError) as exc:
+        RESPONSES[service, _transport_status(exc)] += 1
         cls = Ambiguous if write else Retryable
         raise cls(service, f"no answer: {type(exc).__name__}") from exc
+    RESPONSES[service, str(response.status_code)] += 1
     classify_response(service, response, write=write)
     return response
+
+
+def _transport_status(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect_error"
+    return "dropped"  # the connection broke after the request was sent
 
 
 class BackoffWait:

@@ -345,3 +345,13 @@ class Ledger:
                         attempts=0, updated_at=utcnow())
             )
         return self.get(reference)
+
+    def oldest_open_created_at(self) -> datetime | None:
+        """When the oldest transaction still `received` or `booked` was recorded (None: no
+        open row); few rows are open at a time, so this stays cheap."""
+        t = point_transactions.c
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.min(t.created_at)).where(t.state.in_(OPEN_STATES))
+            ).scalar()
+        return _as_utc(value)

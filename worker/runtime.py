@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from redis.asyncio import Redis
 
+from worker import telemetry
 from worker.engage import EngageClient
 from worker.parts import Parts
 from worker.pushguard import PushGuard
@@ -54,13 +55,18 @@ async def remote(settings: Settings | None = None) -> AsyncIterator[Parts]:
     settings = settings or get_settings()
     redis = Redis.from_url(settings.REDIS_URL, socket_timeout=30, health_check_interval=30)
     limiter = SharedRateLimiter(redis, ENGAGE_RATE_KEY, settings.ENGAGE_RATE_LIMIT)
+    # Response counts reach Redis (for /metrics) while a long task runs, and on the way out.
+    flusher = telemetry.PeriodicFlush(redis)
     try:
         async with TreazureClient(settings, redis) as treazure, \
                 EngageClient(settings, limiter) as engage:
             yield Parts(settings, get_store(settings), redis, treazure, engage,
                          PushGuard.for_settings(redis, settings))
     finally:
-        await redis.aclose()
+        try:
+            await flusher.close()
+        finally:
+            await redis.aclose()
 
 
 # One event loop per worker process, kept between tasks, with its clients: a point
@@ -104,7 +110,13 @@ async def _with_parts(work: Callable[[Parts], Awaitable[T]]) -> T:
         stack = contextlib.AsyncExitStack()
         _parts = await stack.enter_async_context(remote())
         _parts_stack = stack
-    return await work(_parts)
+    result = await work(_parts)
+    # Before the task returns, at most once a second (the periodic flush runs only while a
+    # task does): under load the next task flushes this one's tail within about a second;
+    # after a burst, up to a second of counts waits for the process's next task.
+    if telemetry.task_flush_due():
+        await telemetry.try_flush(_parts.redis)
+    return result
 
 
 def forget_process_loop() -> None:

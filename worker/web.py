@@ -27,6 +27,7 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,6 +40,7 @@ from worker.history_store import HistoryStore, MalformedHistory
 from worker.http import RemoteError
 from worker.ledger import Ledger
 from worker.logs import configure_logging
+from worker.metrics import scrape
 from worker.parts import Parts
 from worker.point_request import (
     PointRequest,
@@ -386,6 +388,15 @@ def _short(exc: BaseException, settings: WebSettings) -> str:
     return message[:200]
 
 
+# -- GET /metrics --------------------------------------------------------------------------
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics, read at each scrape; a source that is down is reported in them."""
+    app = request.app
+    body = await blocking(app, scrape, app[STORE], app[SETTINGS].REDIS_URL)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 # -- the application -----------------------------------------------------------------------
 
 def _webhook(settings: WebSettings) -> Webhook:
@@ -453,7 +464,7 @@ def create_app(
     app.router.add_post("/webhooks/engage", engage_webhook)
     app.router.add_get("/contacts/{contact_id}/points-history", points_history)
     app.router.add_get("/health", health)
-    # Still to come: GET /metrics.
+    app.router.add_get("/metrics", metrics)
     return app
 
 

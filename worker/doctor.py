@@ -42,20 +42,17 @@ def load(cls: type[CoreSettings]) -> CoreSettings | ConfigError:
         return ConfigError(str(exc).removeprefix("configuration error: "))
 
 
+SET_IT = "set the variable in the environment or in .env (README: Running it for real)"
+
+
 def check_configuration() -> tuple[list[Check], CoreSettings | None, Settings | None]:
-    checks: list[Check] = []
     core = load(CoreSettings)
     if isinstance(core, ConfigError):
-        checks.append(Check("configuration", FAIL, str(core),
-                            "set the variable in the environment or in .env (README: "
-                            "Configuration)"))
-        return checks, None, None
+        return [Check("configuration", FAIL, str(core), SET_IT)], None, None
     full = load(Settings)
     if isinstance(full, ConfigError):
-        checks.append(Check("configuration", FAIL, str(full),
-                            "set the variable in the environment or in .env (README: "
-                            "Configuration)"))
-        return checks, core, None
+        return [Check("configuration", FAIL, str(full), SET_IT)], core, None
+    checks: list[Check] = []
     assert isinstance(full, Settings)
     checks.append(Check("configuration", OK, "every setting the worker needs is valid"))
     web = load(WebSettings)
@@ -131,15 +128,11 @@ async def check_treazure(settings: Settings) -> Check:
     quick = _quick(settings)
     # The token is asked for directly: the one shared in Redis may predate a changed secret.
     async with TreazureClient(quick, Redis.from_url(quick.REDIS_URL)) as treazure:
-        try:
-            lifetime = await treazure.request_token()
-        except RemoteError as exc:
-            return _remote_failure(
-                "treazure", exc, quick, settings.TREAZURE_BASE_URL,
-                refused="TREAZURE_CLIENT_ID / TREAZURE_CLIENT_SECRET were refused: check them "
-                        "with Cow Hills (the secret can be reset, not read back)")
-    return Check("treazure", OK, f"{settings.TREAZURE_BASE_URL} issued a token "
-                                 f"(valid {timedelta(seconds=int(lifetime))})")
+        return await _probe(
+            "treazure", treazure.request_token(), quick, settings.TREAZURE_BASE_URL,
+            ok=lambda lifetime: f"issued a token (valid {timedelta(seconds=int(lifetime))})",
+            refused="TREAZURE_CLIENT_ID / TREAZURE_CLIENT_SECRET were refused: check them "
+                    "with Cow Hills (the secret can be reset, not read back)")
 
 
 class _NoLimit:
@@ -154,15 +147,21 @@ async def check_engage(settings: Settings) -> Check:
 
     quick = _quick(settings)
     async with EngageClient(quick, _NoLimit()) as engage:  # type: ignore[arg-type]
-        try:
-            await engage.get_balance(NOBODY)
-        except RemoteError as exc:
-            return _remote_failure(
-                "engage", exc, quick, settings.ENGAGE_BASE_URL,
-                refused="ENGAGE_API_KEY was refused: create or copy the key under "
-                        "Administration → API connections in Engage")
-    return Check("engage", OK, f"{settings.ENGAGE_BASE_URL} accepted the apikey "
-                               f"(API {settings.ENGAGE_API_VERSION})")
+        return await _probe(
+            "engage", engage.get_balance(NOBODY), quick, settings.ENGAGE_BASE_URL,
+            ok=lambda _: f"accepted the apikey (API {settings.ENGAGE_API_VERSION})",
+            refused="ENGAGE_API_KEY was refused: create or copy the key under "
+                    "Administration → API connections in Engage")
+
+
+async def _probe(name: str, call: Awaitable[Any], settings: Settings, base: Any,
+                 ok: Callable[[Any], str], refused: str) -> Check:
+    """One request: an ok row with what it said, or the failure with its fix."""
+    try:
+        answer = await call
+    except RemoteError as exc:
+        return _remote_failure(name, exc, settings, base, refused)
+    return Check(name, OK, f"{base} {ok(answer)}")
 
 
 def check_lag(settings: Settings) -> Check:

@@ -430,14 +430,7 @@ async def _locked_run(
         with contextlib.suppress(Exception):
             await lanes.finish()
     finally:
-        lanes.stop_threads()
-        summary.counts = lanes.counts
-        summary.duration_seconds = round(time.monotonic() - clock, 3)
-        store.update_run(
-            run_id, status=summary.status, finished_at=utcnow(),
-            duration_seconds=summary.duration_seconds, error=summary.error,
-            **asdict(lanes.counts),
-        )
+        _record_end(store, lanes, summary, clock)
     log.info("sync run %s %s: %s", run_id, summary.status, asdict(summary.counts))
     return summary
 
@@ -521,10 +514,17 @@ async def push_entries(
         with contextlib.suppress(Exception):
             await lanes.finish()
     finally:
-        lanes.stop_threads()
-        summary.counts = lanes.counts
-        summary.duration_seconds = round(time.monotonic() - clock, 3)
-        store.update_run(run_id, status=summary.status, finished_at=utcnow(),
-                         duration_seconds=summary.duration_seconds, error=summary.error,
-                         **asdict(lanes.counts))
+        _record_end(store, lanes, summary, clock)
     return summary
+
+
+def _record_end(store: Store, lanes: _Lanes, summary: SyncSummary, clock: float) -> None:
+    """Stop the run's threads and write its outcome, counts and duration to its row."""
+    lanes.stop_threads()
+    summary.counts = lanes.counts
+    summary.duration_seconds = round(time.monotonic() - clock, 3)
+    store.update_run(
+        lanes.run_id, status=summary.status, finished_at=utcnow(),
+        duration_seconds=summary.duration_seconds, error=summary.error,
+        **asdict(lanes.counts),
+    )

@@ -44,21 +44,9 @@ def tally() -> Iterator[Counter[tuple[str, str]]]:
     RESPONSES.update(saved)
 
 
-@pytest.fixture
-def server() -> fakeredis.FakeServer:
-    return fakeredis.FakeServer()
-
-
-@pytest.fixture
-async def redis(server: fakeredis.FakeServer) -> AsyncIterator[fakeredis.FakeAsyncRedis]:
-    client = fakeredis.FakeAsyncRedis(server=server)
-    yield client
-    await client.aclose()
-
-
-def shared(server: fakeredis.FakeServer) -> dict[tuple[str, str], int]:
+def shared(redis_server: fakeredis.FakeServer) -> dict[tuple[str, str], int]:
     """What the web process would read."""
-    return read_responses(fakeredis.FakeRedis(server=server))
+    return read_responses(fakeredis.FakeRedis(server=redis_server))
 
 
 # -- the tally and its flush ------------------------------------------------------------------
@@ -71,7 +59,7 @@ def test_take_empties_what_it_took() -> None:
     assert take(tally) == {}
 
 
-async def test_flushes_add_up_in_the_shared_hash(redis, server, tally) -> None:
+async def test_flushes_add_up_in_the_shared_hash(redis, redis_server, tally) -> None:
     tally.update({("engage", "202"): 5, ("engage", "429"): 2})
     assert await flush_responses(redis) == 7
     assert not tally
@@ -80,7 +68,7 @@ async def test_flushes_add_up_in_the_shared_hash(redis, server, tally) -> None:
 
     assert await redis.hgetall(RESPONSES_KEY) == {
         b"engage:202": b"6", b"engage:429": b"2", b"treazure:200": b"4"}
-    assert shared(server) == {("engage", "202"): 6, ("engage", "429"): 2,
+    assert shared(redis_server) == {("engage", "202"): 6, ("engage", "429"): 2,
                               ("treazure", "200"): 4}
 
 
@@ -89,29 +77,31 @@ async def test_an_empty_tally_writes_nothing(redis) -> None:
     assert await redis.exists(RESPONSES_KEY) == 0
 
 
-async def test_processes_add_to_one_total(server) -> None:
+async def test_processes_add_to_one_total(redis_server) -> None:
     first, second = Counter({("engage", "429"): 2}), Counter({("engage", "429"): 3})
     for tally in (first, second):
-        client = fakeredis.FakeAsyncRedis(server=server)
+        client = fakeredis.FakeAsyncRedis(server=redis_server)
         await flush_responses(client, tally)
         await client.aclose()
-    assert shared(server) == {("engage", "429"): 5}
+    assert shared(redis_server) == {("engage", "429"): 5}
 
 
-async def test_a_failed_flush_loses_nothing_and_counts_once_later(redis, server, tally) -> None:
+async def test_a_failed_flush_loses_nothing_and_counts_once_later(
+    redis, redis_server, tally
+) -> None:
     tally.update({("engage", "429"): 2, ("engage", "202"): 1})
-    server.connected = False
+    redis_server.connected = False
     with pytest.raises(redis_errors.ConnectionError):
         await flush_responses(redis)
     assert tally == Counter({("engage", "429"): 2, ("engage", "202"): 1})
 
     await try_flush(redis)  # still down: swallowed, still kept
     tally[("engage", "429")] += 1
-    server.connected = True
+    redis_server.connected = True
     await try_flush(redis)
 
     assert not tally
-    assert shared(server) == {("engage", "429"): 3, ("engage", "202"): 1}
+    assert shared(redis_server) == {("engage", "429"): 3, ("engage", "202"): 1}
 
 
 class _PipelineMidFlight:
@@ -140,22 +130,22 @@ class _RedisMidFlight:
 
 
 @pytest.mark.parametrize("fail", [False, True])
-async def test_counts_made_during_a_flush_are_kept_once(redis, server, tally, fail) -> None:
+async def test_counts_made_during_a_flush_are_kept_once(redis, redis_server, tally, fail) -> None:
     tally[("engage", "202")] = 10
     mid_flight = _RedisMidFlight(redis, tally, fail)
     if fail:
         with pytest.raises(ConnectionError):
             await flush_responses(mid_flight)  # type: ignore[arg-type]
         assert tally == Counter({("engage", "202"): 11})
-        assert shared(server) == {}
+        assert shared(redis_server) == {}
     else:
         assert await flush_responses(mid_flight) == 10  # type: ignore[arg-type]
         assert tally == Counter({("engage", "202"): 1})
-        assert shared(server) == {("engage", "202"): 10}
+        assert shared(redis_server) == {("engage", "202"): 10}
 
 
-def test_reading_ignores_fields_that_are_not_service_and_status(server) -> None:
-    sync = fakeredis.FakeRedis(server=server)
+def test_reading_ignores_fields_that_are_not_service_and_status(redis_server) -> None:
+    sync = fakeredis.FakeRedis(server=redis_server)
     sync.hset(RESPONSES_KEY, mapping={"engage:429": 4, "junk": 1})
     assert read_responses(sync) == {("engage", "429"): 4}
 
@@ -252,14 +242,14 @@ async def test_every_engage_request_is_counted_retries_included(settings: Settin
 
 @pytest.fixture
 def fake_runtime_redis(
-    monkeypatch: pytest.MonkeyPatch, server: fakeredis.FakeServer, settings: Settings
+    monkeypatch: pytest.MonkeyPatch, redis_server: fakeredis.FakeServer, settings: Settings
 ) -> Iterator[None]:
     """runtime.remote() on fakeredis; the process loop and clients are dropped afterwards."""
 
     class FakeRedisFactory:
         @staticmethod
         def from_url(url: str, **options: Any) -> fakeredis.FakeAsyncRedis:
-            return fakeredis.FakeAsyncRedis(server=server)
+            return fakeredis.FakeAsyncRedis(server=redis_server)
 
     monkeypatch.setattr(runtime, "Redis", FakeRedisFactory)
     monkeypatch.setattr(runtime, "_stores", {})
@@ -277,42 +267,42 @@ async def _answered(parts: Any) -> str:
 
 
 def test_a_task_s_responses_are_in_redis_when_its_work_returns(
-    fake_runtime_redis, server, tally, monkeypatch: pytest.MonkeyPatch
+    fake_runtime_redis, redis_server, tally, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(telemetry, "_last_flush", float("-inf"))  # a fresh process
 
     assert runtime.run_with_parts(_answered) == "done"
-    assert shared(server) == {("engage", "429"): 2, ("treazure", "200"): 1}
+    assert shared(redis_server) == {("engage", "429"): 2, ("treazure", "200"): 1}
     assert not tally
 
 
 def test_tasks_in_quick_succession_flush_at_most_once_a_second(
-    fake_runtime_redis, server, tally, monkeypatch: pytest.MonkeyPatch
+    fake_runtime_redis, redis_server, tally, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(telemetry, "_last_flush", float("-inf"))
     runtime.run_with_parts(_answered)
     runtime.run_with_parts(_answered)  # right after: no Redis round trip of its own
 
-    assert shared(server) == {("engage", "429"): 2, ("treazure", "200"): 1}
+    assert shared(redis_server) == {("engage", "429"): 2, ("treazure", "200"): 1}
     assert tally == Counter({("engage", "429"): 2, ("treazure", "200"): 1})
 
     # A second later (moved back rather than waited for), the next task flushes it all.
     monkeypatch.setattr(telemetry, "_last_flush",
                         telemetry._last_flush - telemetry.TASK_FLUSH_SECONDS)
     runtime.run_with_parts(_answered)
-    assert shared(server) == {("engage", "429"): 6, ("treazure", "200"): 3}
+    assert shared(redis_server) == {("engage", "429"): 6, ("treazure", "200"): 3}
     assert not tally
 
 
-async def test_remote_flushes_when_it_closes(fake_runtime_redis, server, tally) -> None:
+async def test_remote_flushes_when_it_closes(fake_runtime_redis, redis_server, tally) -> None:
     async with runtime.remote():
         tally[("engage", "202")] += 3
-    assert shared(server) == {("engage", "202"): 3}
+    assert shared(redis_server) == {("engage", "202"): 3}
     assert not tally
 
 
 async def test_remote_flushes_periodically_while_open(
-    fake_runtime_redis, server, tally, monkeypatch: pytest.MonkeyPatch
+    fake_runtime_redis, redis_server, tally, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flushed = asyncio.Event()
     real_try_flush = telemetry.try_flush
@@ -328,7 +318,7 @@ async def test_remote_flushes_periodically_while_open(
         flushed.clear()  # only a flush that starts after the count will do
         # The background flush, with the context still open (the bound only stops a hang).
         await asyncio.wait_for(flushed.wait(), 60)
-        assert shared(server) == {("engage", "202"): 1}
+        assert shared(redis_server) == {("engage", "202"): 1}
 
 
 # -- the periodic flush stops cleanly ---------------------------------------------------------
@@ -372,11 +362,11 @@ async def test_a_cancel_swallowed_mid_flush_still_ends_the_periodic_flush(
     assert done
 
 
-async def test_close_stops_the_loop_and_flushes_the_rest_once(redis, server, tally) -> None:
+async def test_close_stops_the_loop_and_flushes_the_rest_once(redis, redis_server, tally) -> None:
     flusher = telemetry.PeriodicFlush(redis)  # the default interval: it never fires here
     tally[("engage", "202")] += 2
     await flusher.close()
 
     assert flusher._task.done() and not flusher._task.cancelled()
-    assert shared(server) == {("engage", "202"): 2}
+    assert shared(redis_server) == {("engage", "202"): 2}
     assert not tally

@@ -143,8 +143,16 @@ class ManagedProcess:
     proc: subprocess.Popen  # type: ignore[type-arg]
     log: Path
 
-    def stop(self) -> None:
-        stop(self.proc, timeout=30)
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (a warm shutdown waits for running tasks); after `timeout`, SIGKILL to
+        the whole group, so no pool child is left consuming messages."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
     def kill(self) -> None:
         """SIGKILL the whole process group (a Celery pool's children too), as a crash would."""

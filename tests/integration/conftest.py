@@ -92,7 +92,9 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path
 
     yield start
     for process in started:
-        process.stop()
+        # The test is over: a worker still busy (history chunks queued by a sync, say)
+        # need not finish its task, so a warm shutdown gets a few seconds, not 30.
+        process.stop(timeout=5)
 
 
 @pytest.fixture

@@ -42,12 +42,25 @@ def _run_remote(work: Callable[[Parts], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
+class ProgressBar(Progress):
+    """A live bar in a terminal. Elsewhere (cron, CI, a log file) a bar cannot redraw, so
+    the last state is written once, as one plain line, when the bar closes."""
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)  # type: ignore[arg-type]
+        if self.disable:
+            for task in self.tasks:
+                err_console.print(f"{task.description}: {task.fields.get('counts', '')}",
+                                  highlight=False, markup=False)
+
+
 def progress_bar() -> Progress:
     # No total is known in advance (Treazure's job does not say how many rows it holds):
     # a pulsing bar, the counters and the elapsed time.
-    return Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
-                    BarColumn(bar_width=None), TextColumn("{task.fields[counts]}"),
-                    TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+    return ProgressBar(SpinnerColumn(), TextColumn("[bold]{task.description}"),
+                       BarColumn(bar_width=12), TextColumn("{task.fields[counts]}"),
+                       TimeElapsedColumn(), console=err_console, transient=False,
+                       disable=not err_console.is_terminal)
 
 
 def counts_text(counts: Any) -> str:

@@ -131,6 +131,10 @@ class _Lanes:
         # A heal pushes a balance even when it equals what Engage was last sent: Engage
         # was found to hold something else.
         self.force = False
+        # A sync records which contacts it read (the history refresh pages through them);
+        # a migration has no refresh, and skips writing a row for each balance Engage
+        # already has, which is what makes resuming it cheap.
+        self.track_seen = True
         self.count = settings.ENGAGE_PUSH_CONCURRENCY
         self.counts = Counts()
         self.buffers: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
@@ -240,7 +244,8 @@ class _Lanes:
             else:
                 to_push.append(entry)
                 continue
-            pending[contact_id] = state._replace(seen_run_id=run_id)
+            if self.track_seen:
+                pending[contact_id] = state._replace(seen_run_id=run_id)
 
         if to_push:
             to_push, token = await self._claim(to_push, lane)
@@ -411,6 +416,7 @@ async def _locked_run(
     log.info("sync run %s started: window %s → %s", run_id, window.start, window.end)
     clock = time.monotonic()
     lanes = _Lanes(store, engage, guard, run_id, settings)
+    lanes.track_seen = kind != "migrate"
     summary = SyncSummary("running", run_id, window.start.isoformat(), window.end.isoformat())
     try:
         await _stream(treazure, lanes, window, store, run_id, progress)

@@ -106,3 +106,20 @@ async def test_heal_records_what_engage_refused(parts: Parts, remotes: FakeRemot
     assert [r["contact_id"] for r in parts.store.rejections(summary.run_id)] == [B]
     assert from_utc_micros(parts.store.contact_states([A])[A].sent_mutated_us or 0) == \
         now
+
+
+async def test_a_migration_writes_nothing_for_balances_it_skips(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    remotes.add_page((A, 10, T1), (B, 20, T1))
+    first = await migrate(parts)
+    again = await migrate(parts)
+    assert again.counts.unchanged == 2
+    # Resuming a large copy is reading and comparing, not rewriting a row per contact.
+    assert {s.seen_run_id for s in parts.store.contact_states([A, B]).values()} == {
+        first.run_id}
+    # A sync still records the contacts it read (the history refresh pages through them).
+    synced = await run_sync(parts.settings, parts.store, parts.redis, parts.treazure,
+                            parts.engage, since=EPOCH, until="2027-01-01T00:00:00Z")
+    assert {s.seen_run_id for s in parts.store.contact_states([A, B]).values()} == {
+        synced.run_id}

@@ -262,6 +262,10 @@ def _print_report(report: Any) -> None:
                       highlight=False)
     elif report.drift:
         console.print("run again with --heal to set Treazure's balances in Engage")
+    orphans = sum(1 for r in report.drift if r.treazure is None)
+    if orphans:
+        console.print(f"{orphans:,} contact(s) have points in Engage but no account in "
+                      "Treazure: --heal leaves them; check them in Treazure", highlight=False)
 
 
 STATUS_STYLE = {"ok": "[green]ok[/green]", "warn": "[yellow]warn[/yellow]",

@@ -91,11 +91,9 @@ def run_summary(run: dict[str, Any], title: str = "sync run") -> Table:
 
 
 def _age_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "no scheduled sync has succeeded yet"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
+    from worker.doctor import age_text
+
+    return "no scheduled sync has succeeded yet" if seconds is None else age_text(seconds)
 
 
 def _queue_state(redis_url: str) -> dict[str, Any]:
@@ -420,11 +418,11 @@ def history_table(items: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def _masked(message: str, *secrets: str) -> str:
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return " ".join(message.split())[:200]
+def _masked(message: str) -> str:
+    """A remote's error text on one short line, with every configured secret masked."""
+    from worker.logs import Redactor
+
+    return " ".join(Redactor()(message).split())[:200]
 
 
 def _fail(message: str) -> NoReturn:
@@ -467,14 +465,13 @@ def history_command(
         raise typer.BadParameter(str(exc)) from None
     store = HistoryStore(prepare_store(get_core_settings().DATABASE_URL))
     if refresh or store.fetched(contact_id) is None:
-        settings = get_settings()  # Treazure's settings, checked before anything is sent
+        get_settings()  # Treazure's settings, checked before anything is sent
         try:
             summary = asyncio.run(_fetch_history(contact_id))
         except UnknownContact:
             _fail(f"contact_id: Treazure has no account {contact_id} (unknown contact)")
         except RemoteError as exc:
-            secrets = (settings.TREAZURE_CLIENT_SECRET, settings.ENGAGE_API_KEY)
-            _fail(f"Treazure: {_masked(exc.reason, *(s.get_secret_value() for s in secrets))}")
+            _fail(f"Treazure: {_masked(exc.reason)}")
         except MalformedHistory:
             _fail("Treazure: sent a history entry without a valid dateTime")
         if not as_json:

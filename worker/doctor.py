@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from worker.http import RemoteError
+from worker.logs import Redactor
 from worker.settings import ConfigError, CoreSettings, Settings, WebSettings, load_settings
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -68,7 +69,7 @@ def check_configuration() -> tuple[list[Check], CoreSettings | None, Settings | 
 def check_redis(settings: CoreSettings) -> Check:
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3,
                                   socket_timeout=3)
-    where = _redacted_url(settings.REDIS_URL)
+    where = Redactor()(settings.REDIS_URL)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -100,7 +101,7 @@ def check_database(settings: CoreSettings) -> Check:
 
     from worker.store import make_engine, migrations_config
 
-    where = _redacted_url(settings.DATABASE_URL)
+    where = Redactor()(settings.DATABASE_URL)
     engine = make_engine(settings.DATABASE_URL)
     try:
         with engine.connect() as conn:
@@ -129,7 +130,7 @@ async def check_treazure(settings: Settings) -> Check:
     # The token is asked for directly: the one shared in Redis may predate a changed secret.
     async with TreazureClient(quick, Redis.from_url(quick.REDIS_URL)) as treazure:
         return await _probe(
-            "treazure", treazure.request_token(), quick, settings.TREAZURE_BASE_URL,
+            "treazure", treazure.request_token(), settings.TREAZURE_BASE_URL,
             ok=lambda lifetime: f"issued a token (valid {timedelta(seconds=int(lifetime))})",
             refused="TREAZURE_CLIENT_ID / TREAZURE_CLIENT_SECRET were refused: check them "
                     "with Cow Hills (the secret can be reset, not read back)")
@@ -148,19 +149,19 @@ async def check_engage(settings: Settings) -> Check:
     quick = _quick(settings)
     async with EngageClient(quick, _NoLimit()) as engage:  # type: ignore[arg-type]
         return await _probe(
-            "engage", engage.get_balance(NOBODY), quick, settings.ENGAGE_BASE_URL,
+            "engage", engage.get_balance(NOBODY), settings.ENGAGE_BASE_URL,
             ok=lambda _: f"accepted the apikey (API {settings.ENGAGE_API_VERSION})",
             refused="ENGAGE_API_KEY was refused: create or copy the key under "
                     "Administration → API connections in Engage")
 
 
-async def _probe(name: str, call: Awaitable[Any], settings: Settings, base: Any,
-                 ok: Callable[[Any], str], refused: str) -> Check:
+async def _probe(name: str, call: Awaitable[Any], base: Any, ok: Callable[[Any], str],
+                 refused: str) -> Check:
     """One request: an ok row with what it said, or the failure with its fix."""
     try:
         answer = await call
     except RemoteError as exc:
-        return _remote_failure(name, exc, settings, base, refused)
+        return _remote_failure(name, exc, base, refused)
     return Check(name, OK, f"{base} {ok(answer)}")
 
 
@@ -176,10 +177,10 @@ def check_lag(settings: Settings) -> Check:
     lag = (utcnow() - watermark).total_seconds()
     if lag > 2 * settings.SYNC_INTERVAL_SECONDS:
         return Check("sync lag", WARN,
-                     f"the last successful scheduled sync started {_age(lag)} ago",
+                     f"the last successful scheduled sync started {age_text(lag)} ago",
                      "check beat and the workers are running (pointsync status shows recent "
                      "runs and their errors)")
-    return Check("sync lag", OK, f"the last successful scheduled sync started {_age(lag)} ago")
+    return Check("sync lag", OK, f"the last successful scheduled sync started {age_text(lag)} ago")
 
 
 def check_workers(settings: CoreSettings) -> Check:
@@ -226,11 +227,8 @@ def _quick(settings: Settings) -> Settings:
         "HTTP_TIMEOUT_SECONDS": min(settings.HTTP_TIMEOUT_SECONDS, TIMEOUT_SECONDS)})
 
 
-def _remote_failure(name: str, exc: RemoteError, settings: Settings, base: Any,
-                    refused: str) -> Check:
-    secrets = [settings.TREAZURE_CLIENT_SECRET.get_secret_value(),
-               settings.ENGAGE_API_KEY.get_secret_value()]
-    detail = f"{base}: {_mask(exc.reason, secrets)}"
+def _remote_failure(name: str, exc: RemoteError, base: Any, refused: str) -> Check:
+    detail = f"{base}: {Redactor()(exc.reason)[:200]}"  # an error body may echo a key
     variable = "TREAZURE_BASE_URL" if name == "treazure" else "ENGAGE_BASE_URL"
     if exc.status in (401, 403) or (name == "treazure" and exc.status == 400):
         return Check(name, FAIL, detail, refused)
@@ -242,23 +240,8 @@ def _remote_failure(name: str, exc: RemoteError, settings: Settings, base: Any,
     return Check(name, FAIL, detail, f"check {variable} (is it the tenant's API host?)")
 
 
-def _mask(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text[:200]
-
-
-def _redacted_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # a Redis URL SQLAlchemy cannot parse: drop any userinfo
-        return url.split("@")[-1]
-
-
-def _age(seconds: float) -> str:
+def age_text(seconds: float) -> str:
+    """A duration as an operator reads it: `2 h 5 min`, `4 min 12 s`."""
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"

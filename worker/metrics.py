@@ -20,11 +20,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis import Redis
-from sqlalchemy import func, select
 
 from worker.ledger import Ledger
 from worker.queues import queue_depths, unacked_count
-from worker.store import RUN_COUNTS, Store, _as_utc, sync_runs
+from worker.store import RUN_COUNTS, Store
 from worker.telemetry import read_responses
 
 log = logging.getLogger("pointsync.metrics")
@@ -82,7 +81,7 @@ class PointsyncCollector:
         store, ledger = self.store, Ledger(self.store)
         families = _watermark(store.watermark(), self.now)
         families += _runs(store.recent_runs(RECENT_RUNS, kind="sync"),
-                          _last_success_finished(store))
+                          store.last_success_finished())
         families += _ledger(ledger.counts_by_state(), ledger.oldest_open_created_at(), self.now)
         return families
 
@@ -126,15 +125,6 @@ def _watermark(watermark: datetime | None, now: float) -> list[Metric]:
             "Seconds since the watermark: how far Engage may be behind Treazure",
             value=max(0.0, now - at)),
     ]
-
-
-def _last_success_finished(store: Store) -> datetime | None:
-    t = sync_runs.c
-    with store.engine.connect() as conn:
-        value = conn.execute(
-            select(func.max(t.finished_at)).where(t.status == "succeeded", t.kind == "sync")
-        ).scalar()
-    return _as_utc(value)
 
 
 def _runs(runs: list[dict[str, Any]], last_success: datetime | None) -> list[Metric]:

@@ -239,6 +239,15 @@ class Store:
             rows = conn.execute(query).mappings().all()
         return [_run_dict(row) for row in rows]
 
+    def last_success_finished(self, kind: str = "sync") -> datetime | None:
+        """When the newest successful run of this kind ended."""
+        t = sync_runs.c
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.max(t.finished_at)).where(t.status == "succeeded", t.kind == kind)
+            ).scalar()
+        return _as_utc(value)
+
     def run_for_task(self, task_id: str) -> dict[str, Any] | None:
         """The newest run recorded by this Celery task, if it has started one."""
         with self.engine.connect() as conn:

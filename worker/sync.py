@@ -220,6 +220,7 @@ class _Lanes:
             known.update(await self._read_db(self.store.contact_states, unknown))
         pending = self.pending
         counts = self.counts
+        force, track_seen = self.force, self.track_seen
         to_push: list[BalanceEntry] = []
         if not known:  # contacts never sent before, as in a first sync: all go
             counts.unique_contacts += len(batch)
@@ -233,7 +234,7 @@ class _Lanes:
                 continue
             if entry.mutated_us < state.sent_mutated_us:
                 counts.stale += 1
-            elif entry.cents == state.sent_cents and not self.force:
+            elif entry.cents == state.sent_cents and not force:
                 counts.unchanged += 1
                 if entry.mutated_us > state.sent_mutated_us:
                     # Same balance, newer time: raise the guard so an older, different
@@ -244,7 +245,7 @@ class _Lanes:
             else:
                 to_push.append(entry)
                 continue
-            if self.track_seen:
+            if track_seen:
                 pending[contact_id] = state._replace(seen_run_id=run_id)
 
         if to_push:

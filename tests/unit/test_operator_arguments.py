@@ -166,26 +166,19 @@ def test_doctor_classifies_remote_failures(env: pytest.MonkeyPatch, status: int 
     settings = Settings()  # type: ignore[call-arg]
     error = RemoteError("treazure", f"HTTP {status}: echoes {CLIENT_SECRET} and {API_KEY}",
                         status)
-    check = doctor._remote_failure("treazure", error, settings, settings.TREAZURE_BASE_URL,
+    check = doctor._remote_failure("treazure", error, settings.TREAZURE_BASE_URL,
                                    refused="credentials were refused")
     assert (check.status, fix in check.fix) == (level, True)
     assert CLIENT_SECRET not in check.detail and API_KEY not in check.detail
 
 
 def test_doctor_hides_passwords_in_urls() -> None:
-    assert doctor._redacted_url("postgresql+psycopg://ps:hunter2@db:5432/ps") == \
-        "postgresql+psycopg://ps:***@db:5432/ps"
-    assert "hunter2" not in doctor._redacted_url("redis://:hunter2@redis:6379/0")
+    from worker.settings import CoreSettings
 
-
-def test_the_report_says_which_drift_heal_leaves(capsys: pytest.CaptureFixture[str]) -> None:
-    from worker.operations_cli import _print_report
-    from worker.reconcile import ReconcileReport
-
-    report = ReconcileReport(checked=3, drift=[Reading(A, Decimal("5"), Decimal("4"), 0),
-                                               Reading(B, None, Decimal("3"), 0)])
-    _print_report(report)
-    out = capsys.readouterr().out
-    assert "differs" in out and "unknown in Treazure" in out
-    assert "checked 3: 2 drifting" in out
-    assert "1 contact(s) have points in Engage but no account in Treazure" in out
+    settings = CoreSettings(REDIS_URL="redis://:hunter2@127.0.0.1:1/0",
+                            DATABASE_URL="postgresql+psycopg://ps:hunter2@127.0.0.1:1/ps")
+    redis_check, database_check = doctor.check_redis(settings), doctor.check_database(settings)
+    assert redis_check.status == database_check.status == doctor.FAIL
+    assert redis_check.detail.startswith("redis://:***@127.0.0.1:1/0 does not answer")
+    assert database_check.detail.startswith("postgresql+psycopg://ps:***@127.0.0.1:1/ps: ")
+    assert "hunter2" not in redis_check.detail + database_check.detail

@@ -182,3 +182,16 @@ def test_doctor_hides_passwords_in_urls() -> None:
     assert redis_check.detail.startswith("redis://:***@127.0.0.1:1/0 does not answer")
     assert database_check.detail.startswith("postgresql+psycopg://ps:***@127.0.0.1:1/ps: ")
     assert "hunter2" not in redis_check.detail + database_check.detail
+
+
+def test_the_report_says_which_drift_heal_leaves(capsys: pytest.CaptureFixture[str]) -> None:
+    from worker.operations_cli import _print_report
+    from worker.reconcile import ReconcileReport
+
+    report = ReconcileReport(checked=3, drift=[Reading(A, Decimal("5"), Decimal("4"), 0),
+                                               Reading(B, None, Decimal("3"), 0)])
+    _print_report(report)
+    out = capsys.readouterr().out
+    assert "differs" in out and "unknown in Treazure" in out
+    assert "checked 3: 2 drifting" in out
+    assert "1 contact(s) have points in Engage but no account in Treazure" in out

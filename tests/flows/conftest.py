@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import fakeredis
 import httpx
@@ -12,16 +10,13 @@ import orjson
 import pytest
 import respx
 
+from tests.support.flows import ENGAGE, JOB, TREAZURE, FakeRemotes, Parts
 from worker import settings as settings_module
 from worker.engage import EngageClient
 from worker.ratelimit import SharedRateLimiter
 from worker.settings import Settings
 from worker.store import Store, make_engine, upgrade_schema
 from worker.treazure import TreazureClient
-
-TREAZURE = "https://acme.posengine.test.cloud"
-ENGAGE = "https://acme.voyado.test"
-JOB = "/api/v1.0/LoyaltyVault/Balances/Jobs/job-1"
 
 
 @pytest.fixture
@@ -45,30 +40,6 @@ def store() -> Store:
     engine = make_engine("sqlite://")
     upgrade_schema(engine)
     return Store(engine)
-
-
-@dataclass
-class FakeRemotes:
-    """Treazure's balances job and Engage's balances endpoint, answered in memory."""
-
-    pages: list[list[dict[str, Any]]] = field(default_factory=list)
-    jobs: list[dict[str, Any]] = field(default_factory=list)
-    pushes: list[list[dict[str, Any]]] = field(default_factory=list)
-    engage: dict[str, float] = field(default_factory=dict)
-    not_found: set[str] = field(default_factory=set)
-    engage_fail: int = 0
-    # False: keep no rows and no call history (respx records every request and answer).
-    pushes_kept: bool = True
-    forget: list[Any] = field(default_factory=list)  # the respx router, to clear its history
-
-    def add_page(self, *items: tuple[str, float, str]) -> None:
-        self.pages.append([
-            {"accountNumber": cid, "loyaltyPointDefinitionId": "points", "balance": balance,
-             "mutatedAt": at} for cid, balance, at in items
-        ])
-
-    def pushed_contacts(self) -> list[str]:
-        return [row["contactId"] for push in self.pushes for row in push]
 
 
 @pytest.fixture
@@ -116,15 +87,6 @@ def remotes() -> Iterator[FakeRemotes]:
         router.post(f"{ENGAGE}/api/v3/point-accounts/balances").mock(side_effect=push)
         fake.forget.append(router)
         yield fake
-
-
-@dataclass
-class Parts:
-    settings: Settings
-    store: Store
-    redis: Any
-    treazure: TreazureClient
-    engage: EngageClient
 
 
 @pytest.fixture

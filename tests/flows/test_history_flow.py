@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.flows.conftest import TREAZURE, FakeRemotes, Parts
+from tests.support.flows import TREAZURE, FakeRemotes, Parts
 from worker import history
 from worker.history_store import HistoryStore, MalformedHistory
 from worker.http import Rejected, Retryable

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.flows.conftest import FakeRemotes, Parts
+from tests.support.flows import FakeRemotes, Parts
 from worker.money import from_utc_micros, utc_micros
 from worker.pushguard import PushGuard
 from worker.sync import Counts, push_entries, run_sync

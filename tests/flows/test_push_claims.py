@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.flows.conftest import FakeRemotes, Parts
+from tests.support.flows import FakeRemotes, Parts
 from worker import points
 from worker.ledger import Ledger
 from worker.money import utc_micros

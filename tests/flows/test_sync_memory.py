@@ -6,7 +6,7 @@ import tracemalloc
 
 import pytest
 
-from tests.flows.conftest import FakeRemotes, Parts
+from tests.support.flows import FakeRemotes, Parts
 from worker.sync import run_sync
 
 

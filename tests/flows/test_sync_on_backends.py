@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.flows.conftest import FakeRemotes, Parts
+from tests.support.flows import FakeRemotes, Parts
 from worker.store import Store, make_engine, upgrade_schema
 from worker.sync import run_sync
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from tests.flows.conftest import FakeRemotes, Parts
+from tests.support.flows import FakeRemotes, Parts
 from worker.sync import RUN_LOCK, InvalidArgument, run_sync
 
 A, B, C = (f"00000000-0000-0000-0000-00000000000{i}" for i in (1, 2, 3))

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import redis
 from celery import Celery
 
+from tests.support.integration import REDIS_URL, Sim
 from worker.harness import CeleryProcess, Simulators, start_celery, start_simulators, stop
 from worker.runtime import prepare_store
 from worker.store import Store
-
-# A database index of the machine's Redis for these tests alone; emptied before each test.
-REDIS_URL = os.environ.get("IT_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 @pytest.fixture(scope="session")
@@ -26,25 +21,6 @@ def sims() -> Iterator[Simulators]:
     simulators = start_simulators()
     yield simulators
     stop(simulators.proc)
-
-
-class Sim:
-    """The control API of the simulators."""
-
-    def __init__(self, sims: Simulators) -> None:
-        self.urls = sims
-        self.http = httpx.Client(base_url=sims.engage, timeout=60)
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = self.http.post(f"/_sim/{path}", json=body or {})
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-    def stats(self) -> dict[str, Any]:
-        return self.http.get("/_sim/stats").json()
-
-    def compare(self) -> dict[str, Any]:
-        return self.post("compare")
 
 
 @pytest.fixture

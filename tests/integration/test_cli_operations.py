@@ -18,7 +18,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import func, select
 
-from tests.integration.conftest import Sim
+from tests.support.integration import Sim
 from worker.harness import BIN, CeleryProcess
 from worker.ledger import Ledger
 from worker.point_request import validate_request

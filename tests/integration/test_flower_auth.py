@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import REDIS_URL
+from tests.support.integration import REDIS_URL
 from worker.harness import BIN, ManagedProcess, _wait_until, free_port
 
 pytestmark = pytest.mark.integration

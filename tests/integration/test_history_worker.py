@@ -17,14 +17,15 @@ from celery import Celery
 from celery.result import AsyncResult
 from sqlalchemy import func, select
 
-from tests.integration.conftest import Sim
-from tests.integration.test_sync_worker import wait_for
+from tests.support.integration import Sim, wait_for
 from worker.celery import celery_config
 from worker.harness import CeleryProcess, start_celery
 from worker.history_store import HistoryStore, history_contacts, points_history
 from worker.settings import CoreSettings
 from worker.sim.guids import seeded_ids
 from worker.store import Store
+
+pytestmark = pytest.mark.integration  # starts processes
 
 SYNC = "pointsync.sync_balances"
 FETCH = "pointsync.fetch_history"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.integration.conftest import Sim
+from tests.support.integration import Sim
 from worker.harness import CeleryProcess, _wait_until, free_port, start_web
 from worker.sim.guids import seeded_ids
 

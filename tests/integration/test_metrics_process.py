@@ -15,7 +15,7 @@ import pytest
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Sim
+from tests.support.integration import Sim
 from worker.harness import CeleryProcess, free_port, start_web
 from worker.store import Store
 

@@ -20,13 +20,14 @@ from celery import Celery
 from sqlalchemy import update
 from svix.webhooks import Webhook
 
-from tests.integration.conftest import Sim
-from tests.integration.test_sync_worker import wait_for
+from tests.support.integration import Sim, wait_for
 from worker.harness import BIN, CeleryProcess, WebProcess, free_port, start_web
 from worker.ledger import Ledger, point_transactions
 from worker.point_request import validate_request
 from worker.sim.guids import seeded_ids
 from worker.store import Store
+
+pytestmark = pytest.mark.integration  # starts processes
 
 ADD = "pointsync.add_points"
 SWEEP = "pointsync.sweep_points"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable
 
 import pytest
@@ -13,20 +12,14 @@ import redis
 from celery import Celery
 from sqlalchemy import func, select
 
-from tests.integration.conftest import Sim
+from tests.support.integration import Sim, wait_for
 from worker.harness import BIN, CeleryProcess
 from worker.store import Store, contact_balances
 from worker.sync import RUN_LOCK
 
+pytestmark = pytest.mark.integration  # starts processes
+
 TASK = "pointsync.sync_balances"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for an observable event (a counter, a row, a key), polling it."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def recorded(store: Store) -> int:

@@ -5,7 +5,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sim_helpers import API_KEY, fetch_token, running_sim
+
+from tests.support.sim import API_KEY, fetch_token, running_sim
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,11 @@ import subprocess
 import sys
 
 import httpx
-from sim_helpers import ROOT, VAULT, add_accounts, fetch_token, guid, running_sim
+import pytest
+
+from tests.support.sim import ROOT, VAULT, add_accounts, fetch_token, guid, running_sim
+
+pytestmark = pytest.mark.integration  # starts processes
 
 PUSH = "/api/v3/point-accounts/balances"
 

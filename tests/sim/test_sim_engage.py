@@ -1,7 +1,11 @@
 """The simulated Engage API: header checks, balance pushes, reads, rate limit."""
 
 import httpx
-from sim_helpers import add_accounts, guid
+import pytest
+
+from tests.support.sim import add_accounts, guid
+
+pytestmark = pytest.mark.integration  # starts processes
 
 PUSH = "/api/v3/point-accounts/balances"
 

@@ -4,7 +4,10 @@ import time
 
 import httpx
 import pytest
-from sim_helpers import VAULT, add_accounts, guid
+
+from tests.support.sim import VAULT, add_accounts, guid
+
+pytestmark = pytest.mark.integration  # starts processes
 
 PUSH = "/api/v3/point-accounts/balances"
 LOAD = {

@@ -3,7 +3,11 @@
 import time
 
 import httpx
-from sim_helpers import add_accounts, guid
+import pytest
+
+from tests.support.sim import add_accounts, guid
+
+pytestmark = pytest.mark.integration  # starts processes
 
 PUSH = "/api/v3/point-accounts/balances"
 SET_TIMES = "/_sim/engage/set-times"

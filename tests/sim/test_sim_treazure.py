@@ -1,7 +1,11 @@
 """The simulated Treazure API: token, balances jobs, transactions, history, account."""
 
 import httpx
-from sim_helpers import CLIENT, VAULT, add_accounts, fetch_token, guid
+import pytest
+
+from tests.support.sim import CLIENT, VAULT, add_accounts, fetch_token, guid
+
+pytestmark = pytest.mark.integration  # starts processes
 
 WINDOW = {"mutatedFrom": "2026-11-21T08:00:00Z", "mutatedTo": "2026-11-21T12:00:00Z"}
 

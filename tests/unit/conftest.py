@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import fakeredis
 import pytest
-from unit_support import BASE_ENV, SleepRecorder
 
+from tests.support.unit import BASE_ENV, SleepRecorder
 from worker import settings as settings_module
 from worker.settings import Settings, WebSettings
 

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
-from unit_support import CLIENT_SECRET
 
-from tests.unit.unit_support import cli_database
+from tests.support.unit import CLIENT_SECRET, cli_database
 from worker import cli as cli_module
 from worker import history, runtime
 from worker.cli import cli

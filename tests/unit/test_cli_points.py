@@ -13,7 +13,7 @@ import pytest
 from kombu.exceptions import OperationalError
 from typer.testing import CliRunner, Result
 
-from tests.unit.unit_support import cli_database
+from tests.support.unit import cli_database
 from worker import runtime
 from worker.celery import app as celery_app
 from worker.cli import cli

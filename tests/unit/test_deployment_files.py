@@ -17,6 +17,8 @@ import yaml
 from worker.harness import BIN
 from worker.settings import WebSettings
 
+pytestmark = pytest.mark.integration  # starts processes
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]

@@ -9,8 +9,8 @@ from decimal import Decimal
 import httpx
 import pytest
 import respx
-from unit_support import API_KEY, ENGAGE, SleepRecorder, json_response, mocked_http
 
+from tests.support.unit import API_KEY, ENGAGE, SleepRecorder, json_response, mocked_http
 from worker.engage import Balance, EngageClient, PushResult
 from worker.http import Rejected, Retryable
 from worker.ratelimit import SharedRateLimiter

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import respx
-from unit_support import SleepRecorder
 
+from tests.support.unit import SleepRecorder
 from worker.http import (
     Ambiguous,
     BackoffWait,

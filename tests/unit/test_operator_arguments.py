@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.unit.unit_support import API_KEY, CLIENT_SECRET, cli_database
+from tests.support.unit import API_KEY, CLIENT_SECRET, cli_database
 from worker import doctor
 from worker.cli import cli
 from worker.http import RemoteError

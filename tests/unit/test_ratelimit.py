@@ -7,8 +7,8 @@ import itertools
 
 import fakeredis
 import pytest
-from unit_support import SleepRecorder
 
+from tests.support.unit import SleepRecorder
 from worker.ratelimit import SharedRateLimiter
 
 # The waits come from Redis's clock, which moves on a little between two calls; the

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import respx
 from redis import exceptions as redis_errors
-from unit_support import ENGAGE, TREAZURE, json_response, mocked_http
 
+from tests.support.unit import ENGAGE, TREAZURE, json_response, mocked_http
 from worker import runtime, telemetry
 from worker.engage import Balance, EngageClient
 from worker.http import RESPONSES, Ambiguous, Rejected, Retryable, send

@@ -13,8 +13,8 @@ import httpx
 import orjson
 import pytest
 import respx
-from unit_support import CLIENT_SECRET, TREAZURE, SleepRecorder, json_response, mocked_http
 
+from tests.support.unit import CLIENT_SECRET, TREAZURE, SleepRecorder, json_response, mocked_http
 from worker.http import Rejected, RemoteError, Retryable
 from worker.money import utc_micros
 from worker.settings import Settings

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from web_support import ENV, EnqueueStub
 
+from tests.support.web import ENV, EnqueueStub
 from worker import settings as settings_module
 from worker.ledger import Ledger
 from worker.runtime import prepare_store

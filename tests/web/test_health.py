@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from web_support import CLOSED_REDIS
-
+from tests.support.web import CLOSED_REDIS
 from worker.settings import WebSettings
 from worker.store import Store, make_engine
 

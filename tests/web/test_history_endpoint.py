@@ -14,8 +14,8 @@ import httpx
 import pytest
 import respx
 from aiohttp.test_utils import TestClient
-from web_support import API_KEY, CONTACT, ENV
 
+from tests.support.web import API_KEY, CONTACT, ENV
 from worker import runtime
 from worker.history import UnknownContact
 from worker.history_store import HistoryStore

@@ -16,8 +16,8 @@ import redis
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
-from web_support import CLOSED_REDIS, ENV, REDIS_DB11
 
+from tests.support.web import CLOSED_REDIS, ENV, REDIS_DB11
 from worker import web
 from worker.ledger import Ledger, point_transactions
 from worker.point_request import PointRequest

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 import redis
-from web_support import (
+
+from tests.support.web import (
     API_KEY,
     CLOSED_REDIS,
     CONTACT,
@@ -29,11 +30,12 @@ from web_support import (
     event,
     signed,
 )
-
 from worker.ledger import Ledger
 from worker.settings import WebSettings
 from worker.store import Store
 from worker.web import celery_enqueue, main
+
+pytestmark = pytest.mark.integration  # starts processes
 
 SECRETS = (SECRET, SECRET.removeprefix("whsec_"), API_KEY, ENV["TREAZURE_CLIENT_SECRET"],
            ENV["ENGAGE_API_KEY"])

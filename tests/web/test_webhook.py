@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from web_support import CONTACT, OTHER_SECRET, EnqueueStub, event, signed
 
+from tests.support.web import CONTACT, OTHER_SECRET, EnqueueStub, event, signed
 from worker.ledger import Ledger
 from worker.runtime import prepare_store
 from worker.settings import WebSettings

@@ -6,8 +6,9 @@ migrations in worker/migrations (see `upgrade_schema`); the tables here describe
 
 from __future__ import annotations
 
+import contextlib
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,6 +32,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.pool import StaticPool
@@ -149,12 +151,39 @@ def migrations_config() -> Any:
     return config
 
 
+# Any fixed 64-bit number, the same in every process: the key of the PostgreSQL advisory
+# lock that serialises migrations ("pointsyn" in ASCII).
+MIGRATION_LOCK_KEY = 0x706F696E7473796E
+
+
+@contextlib.contextmanager
+def migration_connection(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the database's migration lock until it ends.
+
+    Worker, history worker, beat and web all upgrade at start; on a fresh database they
+    would otherwise create the same tables at once, and all but one would fail. Alembic
+    reads the current revision inside this transaction, after the lock is taken, so a
+    process that waited sees what the first one did and has nothing left to do.
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Transaction-level: released by the commit or the rollback, never leaked.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK_KEY})
+        elif connection.dialect.name == "sqlite":
+            # The file's write lock, taken now rather than at the first write (sqlite3 runs
+            # DDL outside any transaction otherwise); the others wait up to busy_timeout.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        yield connection
+
+
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent; safe on every start)."""
+    """Bring the schema to the newest migration (idempotent; safe on every start, and
+    from any number of processes starting together)."""
     from alembic import command
 
     config = migrations_config()
-    with engine.begin() as connection:
+    with migration_connection(engine) as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

@@ -1,9 +1,8 @@
 """Alembic environment: runs on the connection `worker.store.upgrade_schema` hands in."""
 
 from alembic import context
-from sqlalchemy import create_engine
 
-from worker.store import metadata
+from worker.store import make_engine, metadata, migration_connection
 
 config = context.config
 
@@ -13,9 +12,10 @@ def run() -> None:
     if connection is None:  # plain `alembic upgrade head` from a shell
         from worker.settings import get_core_settings
 
-        engine = create_engine(get_core_settings().DATABASE_URL)
-        with engine.begin() as connection:
+        engine = make_engine(get_core_settings().DATABASE_URL)
+        with migration_connection(engine) as connection:
             _migrate(connection)
+        engine.dispose()
         return
     _migrate(connection)
 

@@ -420,9 +420,9 @@ def history_table(items: list[dict[str, Any]], title: str) -> Table:
 
 def _masked(message: str) -> str:
     """A remote's error text on one short line, with every configured secret masked."""
-    from worker.logs import Redactor
+    from worker.logs import default_redactor
 
-    return " ".join(Redactor()(message).split())[:200]
+    return default_redactor().one_line(message, 200)
 
 
 def _fail(message: str) -> NoReturn:

@@ -228,7 +228,7 @@ def _quick(settings: Settings) -> Settings:
 
 
 def _remote_failure(name: str, exc: RemoteError, base: Any, refused: str) -> Check:
-    detail = f"{base}: {Redactor()(exc.reason)[:200]}"  # an error body may echo a key
+    detail = f"{base}: {Redactor().one_line(exc.reason, 200)}"  # a body may echo a key
     variable = "TREAZURE_BASE_URL" if name == "treazure" else "ENGAGE_BASE_URL"
     if exc.status in (401, 403) or (name == "treazure" and exc.status == 400):
         return Check(name, FAIL, detail, refused)

@@ -22,6 +22,8 @@ import httpx
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from worker.logs import default_redactor
+
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -43,6 +45,9 @@ class RemoteError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
+        # Redacted here, where a remote's text enters: the reason goes on to ledger rows,
+        # run errors, task results and Flower, not only to the logs.
+        message = default_redactor()(message)
         super().__init__(f"{service}: {message}")
         self.service = service
         self.status = status

@@ -113,11 +113,34 @@ def _exact(values: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(map(re.escape, values))) if values else None
 
 
+def settings_secrets(settings: Any) -> dict[str, str]:
+    """A settings object's secret and URL settings as plain text, named as in the
+    environment (for `secret_values`); settings it does not have are left out."""
+    found: dict[str, str] = {}
+    for name in (*SECRET_SETTINGS, *URL_SETTINGS):
+        value = getattr(settings, name, None)
+        if hasattr(value, "get_secret_value"):  # pydantic's SecretStr
+            value = value.get_secret_value()
+        if value is not None:
+            found[name] = str(value)
+    return found
+
+
 class Redactor:
-    """Replaces secret values and secret-shaped text with `***`."""
+    """Replaces secret values and secret-shaped text with `***`.
+
+    The one redaction of the project: log lines, remote errors as they are made
+    (worker/http.py), and what the web process, the CLI and doctor show. Masking masked
+    text again changes nothing.
+    """
 
     def __init__(self, values: tuple[str, ...] | None = None) -> None:
         self.exact = _exact(secret_values() if values is None else values)
+
+    @classmethod
+    def for_settings(cls, settings: Any) -> Redactor:
+        """Masks the secrets of these settings (not those of the environment or `.env`)."""
+        return cls(secret_values(settings_secrets(settings)))
 
     def __call__(self, text: str) -> str:
         if self.exact is not None:
@@ -125,6 +148,23 @@ class Redactor:
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         return text
+
+    def one_line(self, text: str, limit: int) -> str:
+        """`text` masked, on one line, cut to `limit` characters (masked before the cut,
+        so no part of a secret is left to show)."""
+        return " ".join(self(text).split())[:limit]
+
+
+def default_redactor() -> Redactor:
+    """The Redactor for this process's environment and `.env`, made once (again only
+    when the environment's secrets or the working directory change)."""
+    return _redactor_for(os.getcwd(), tuple(os.environ.get(name) for name in
+                                            (*SECRET_SETTINGS, *URL_SETTINGS)))
+
+
+@lru_cache(maxsize=4)
+def _redactor_for(_cwd: str, _environ: tuple[str | None, ...]) -> Redactor:
+    return Redactor()
 
 
 # -- record enrichment and formatting --------------------------------------------------------

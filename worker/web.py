@@ -327,13 +327,10 @@ def _fetch_done(
 
 
 def _masked(message: str, settings: WebSettings) -> str:
-    """A remote's error text, short and with none of the configured secrets in it."""
-    for secret in (settings.TREAZURE_CLIENT_SECRET, settings.ENGAGE_API_KEY,
-                   settings.WEB_API_KEY, settings.WEBHOOK_SECRET):
-        value = secret.get_secret_value()
-        if value:
-            message = message.replace(value, "***")
-    return " ".join(message.split())[:160]
+    """A remote's error text, short and with none of the web process's secrets in it."""
+    from worker.logs import Redactor
+
+    return Redactor.for_settings(settings).one_line(message, 160)
 
 
 def treazure_fetcher(app: web.Application, parts: Parts) -> HistoryFetcher:

@@ -323,3 +323,39 @@ def test_backoff_prefers_the_hint() -> None:
     assert wait(_state(1, Retryable("svc", "x", 429, retry_after=0.0))) == 0.0
     assert wait(_state(5, Retryable("svc", "x", 429, retry_after=3.0))) == 3.0
     assert wait(_state(1, Retryable("svc", "x", 429, retry_after=99.0))) == 10.0
+
+
+# -- secrets in error bodies ----------------------------------------------------------------
+
+ECHOED_SECRET = "tz-S3CRET-4f1d9c"  # tests.support.unit.CLIENT_SECRET, set by `env`
+
+
+@pytest.mark.parametrize("body", [
+    # An echoing proxy repeating the token request's form, a WAF page quoting the headers,
+    # a JSON error quoting the configured secret on its own.
+    {"content": f"bad request: grant_type=client_credentials&client_secret={ECHOED_SECRET}"},
+    {"content": "<html><body><h1>Blocked</h1><pre>apikey: eng-K3Y-77ab20\n"
+                "Authorization: Bearer eyJhbGciOi.pay-load.sig</pre></body></html>"},
+    {"json": {"error": f"unknown client with secret {ECHOED_SECRET}"}},
+])
+def test_an_error_body_echoing_secrets_is_masked_where_the_error_is_made(
+    env: pytest.MonkeyPatch, body: dict[str, object]
+) -> None:
+    response = httpx.Response(400, **body)  # type: ignore[arg-type]
+
+    with pytest.raises(Rejected) as caught:
+        classify_response("treazure", response)
+
+    error = caught.value
+    for text in (error.reason, str(error), repr(error.args)):
+        assert ECHOED_SECRET not in text
+        assert "eng-K3Y-77ab20" not in text and "eyJhbGciOi" not in text
+        assert "***" in text
+
+
+def test_masking_an_error_again_changes_nothing(env: pytest.MonkeyPatch) -> None:
+    first = Rejected("treazure", f"HTTP 400: client_secret={ECHOED_SECRET}, Bearer abc.def")
+    again = Rejected("treazure", first.reason)
+
+    assert first.reason == "HTTP 400: client_secret=***, Bearer ***"
+    assert again.reason == first.reason and str(again) == str(first)

@@ -316,3 +316,24 @@ def test_log_context_restores_and_binding_reaches_later_asyncio_tasks() -> None:
         {"lane": "a", "run_id": 9, "reference": "pts-1"},
         {"lane": "a", "run_id": 9},
     ]
+
+
+def test_a_redactor_for_settings_masks_their_secrets_without_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """The web process's settings may not come from the environment (its tests build them)."""
+    from pydantic import SecretStr
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name in SECRET_ENV:
+        monkeypatch.delenv(name, raising=False)
+    settings = type("Settings", (), {
+        name: value if name.endswith("_URL") else SecretStr(value)
+        for name, value in SECRET_ENV.items()})()
+    text = " | ".join(SECRET_ENV.values()) + " | Bearer abc.def"
+
+    masked = logs.Redactor.for_settings(settings).one_line(text, 10_000)
+
+    assert not [v for values in SECRET_VALUES.values() for v in values if v in masked]
+    assert masked.endswith("Bearer ***")
+    assert logs.Redactor()(text) != masked  # the environment alone knows none of them

@@ -89,9 +89,11 @@ def validate_description(value: Any) -> str:
     return value
 
 
-def validate_reference(value: Any) -> str:
+def validate_reference(value: Any, fallback: str | None = None) -> str:
+    """The caller's reference; without one, `fallback` (a task's id-derived reference, the
+    same on every delivery of the message) or, outside a task, a fresh one."""
     if value is None or value == "":
-        return new_reference()
+        return fallback or new_reference()
     if not isinstance(value, str) or len(value) > MAX_REFERENCE or not _REFERENCE.fullmatch(value):
         raise InvalidArgument(
             f"reference: must be 1 to {MAX_REFERENCE} letters, digits or . _ : - "
@@ -100,14 +102,15 @@ def validate_reference(value: Any) -> str:
 
 
 def validate_request(
-    contact_id: Any, amount: Any, description: Any, reference: Any = None
+    contact_id: Any, amount: Any, description: Any, reference: Any = None,
+    fallback_reference: str | None = None,
 ) -> PointRequest:
     """The request, or InvalidArgument naming the first argument that breaks a rule."""
     return PointRequest(
         contact_id=validate_contact_id(contact_id),
         amount_cents=amount_cents(amount),
         description=validate_description(description),
-        reference=validate_reference(reference),
+        reference=validate_reference(reference, fallback_reference),
     )
 
 

@@ -46,8 +46,19 @@ def sync_balances(self: Any, since: str | None = None, until: str | None = None)
 PUSH_GATHER_SECONDS = 0.05
 
 
-@app.task(name="pointsync.add_points", track_started=False)
+def call_reference(task: Any, prefix: str) -> str | None:
+    """The reference of a call made without one: derived from the task id, which every
+    delivery of the message keeps (a redelivery after a pool child or a worker died is the
+    same call, and must find the row the first delivery recorded). Every task that acts
+    (books points, issues a card, sends a customer-visible event) takes its default
+    reference from here, never from a fresh uuid."""
+    task_id = getattr(task.request, "id", None)
+    return f"{prefix}-{task_id}" if task_id else None
+
+
+@app.task(name="pointsync.add_points", bind=True, track_started=False)
 def add_points(
+    self: Any,
     contact_id: str,
     amount: str | int | float,
     description: str,
@@ -60,7 +71,8 @@ def add_points(
     not finished here (Treazure down, say) stays in the ledger and the sweep finishes it.
     The result says `booked` when the Engage push is still to come (`pointsync points show`).
     """
-    request = validate_request(contact_id, amount, description, reference)
+    request = validate_request(contact_id, amount, description, reference,
+                               fallback_reference=call_reference(self, "pts"))
     origin = source if source in SOURCES else "task"
 
     async def work(parts: Parts) -> tuple[points.Outcome, bool]:

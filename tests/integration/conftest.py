@@ -58,8 +58,8 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path
                  ) -> Iterator[Callable[..., CeleryProcess]]:
     started: list[CeleryProcess] = []
 
-    def start(kind: str = "worker", **overrides: str) -> CeleryProcess:
-        args = ["--concurrency", "2", "-n", f"it-{uuid.uuid4().hex[:8]}@%h"] \
+    def start(kind: str = "worker", concurrency: int = 2, **overrides: str) -> CeleryProcess:
+        args = ["--concurrency", str(concurrency), "-n", f"it-{uuid.uuid4().hex[:8]}@%h"] \
             if kind == "worker" else []
         process = start_celery(kind, {**worker_env, **overrides},
                                tmp_path / f"{kind}-{len(started)}.log", args)

@@ -156,3 +156,13 @@ def test_the_first_broken_argument_is_named() -> None:
     assert refusal(validate_request, "abc", "abc", "", "bad ref").startswith("contact_id: ")
     assert refusal(validate_request, GUID, "abc", "", "bad ref").startswith("amount: ")
     assert refusal(validate_request, GUID, 1, "", "bad ref").startswith("description: ")
+
+
+def test_a_call_without_reference_takes_the_fallback_every_time() -> None:
+    # A task passes a reference derived from its id: every delivery of the message is the
+    # same call and must name the same ledger row.
+    first = validate_request(GUID, 5, "bonus", None, fallback_reference="pts-task-1")
+    again = validate_request(GUID, 5, "bonus", "", fallback_reference="pts-task-1")
+    assert first.reference == again.reference == "pts-task-1"
+    given = validate_request(GUID, 5, "bonus", "mine", fallback_reference="pts-x")
+    assert given.reference == "mine"

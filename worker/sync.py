@@ -20,7 +20,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from worker.arguments import InvalidArgument
 from worker.engage import EngageClient
-from worker.locks import held_lock
+from worker.locks import LockLost, held_lock
 from worker.logs import bind_log_context
 from worker.pushguard import PushGuard
 from worker.settings import Settings
@@ -369,21 +369,62 @@ async def run_sync(
         # This very task was running when its worker died, and the broker handed it out
         # again: the dead holder's lock is about to expire, so wait for it, not skip.
         await _wait_for_lock_release(redis, settings.SYNC_LOCK_TTL_SECONDS + 5)
-    async with held_lock(redis, RUN_LOCK, settings.SYNC_LOCK_TTL_SECONDS) as acquired:
-        if not acquired:
-            now = utcnow()
-            run_id = store.start_run(
-                started_at=now, window_from=since_at, window_to=until_at,
-                explicit_window=since is not None or until is not None, task_id=task_id,
-                status="skipped", kind=kind,
-            )
-            store.update_run(run_id, finished_at=now, duration_seconds=0.0,
-                             error="another sync run holds the lock")
-            log.info("sync skipped: another run is in progress (run %s)", run_id)
-            return SyncSummary("skipped", run_id, error="another sync run is in progress")
+    async def locked(summary: SyncSummary) -> None:
         await guard.prune()
-        return await _locked_run(settings, store, treazure, engage, guard, since_at, until_at,
-                                 task_id, kind, progress)
+        await _locked_run(settings, store, treazure, engage, guard, since_at, until_at,
+                          task_id, summary, kind, progress)
+
+    return await under_run_lock(
+        settings, store, redis, locked, kind=kind, task_id=task_id,
+        window=(since_at, until_at), explicit_window=since is not None or until is not None)
+
+
+async def under_run_lock(
+    settings: Settings,
+    store: Store,
+    redis: Any,
+    work: Callable[[SyncSummary], Awaitable[None]],
+    *,
+    kind: str,
+    task_id: str | None = None,
+    wait_seconds: float = 0.0,
+    window: tuple[datetime | None, datetime | None] = (None, None),
+    explicit_window: bool = True,
+) -> SyncSummary:
+    """Do `work` holding the run lock: one sync, migration or heal at a time.
+
+    `work` fills in the summary it is given as it goes. Without the lock (still held by
+    another run after `wait_seconds`) a `skipped` run is recorded instead. A run whose lock
+    was lost is cancelled and ends `failed`, never `succeeded`.
+    """
+    summary = SyncSummary("running", None)
+    try:
+        async with held_lock(redis, RUN_LOCK, settings.SYNC_LOCK_TTL_SECONDS,
+                             wait_seconds=wait_seconds) as acquired:
+            if not acquired:
+                return _record_skipped(store, kind, task_id, window, explicit_window)
+            await work(summary)
+    except LockLost as exc:
+        summary.status, summary.error = "failed", f"LockLost: {exc}"[:2000]
+        if summary.run_id is not None:
+            store.update_run(summary.run_id, status="failed", error=summary.error)
+        log.error("%s run %s stopped: %s", kind, summary.run_id, exc)
+    return summary
+
+
+def _record_skipped(
+    store: Store, kind: str, task_id: str | None,
+    window: tuple[datetime | None, datetime | None], explicit_window: bool,
+) -> SyncSummary:
+    now = utcnow()
+    run_id = store.start_run(
+        started_at=now, window_from=window[0], window_to=window[1],
+        explicit_window=explicit_window, task_id=task_id, status="skipped", kind=kind,
+    )
+    store.update_run(run_id, finished_at=now, duration_seconds=0.0,
+                     error="another run holds the run lock")
+    log.info("%s skipped: another run is in progress (run %s)", kind, run_id)
+    return SyncSummary("skipped", run_id, error="another sync run is in progress")
 
 
 async def _wait_for_lock_release(redis: Any, timeout: float) -> None:
@@ -401,9 +442,11 @@ async def _locked_run(
     since: datetime | None,
     until: datetime | None,
     task_id: str | None,
+    summary: SyncSummary,
     kind: str = "sync",
     progress: Callable[[Counts], None] | None = None,
-) -> SyncSummary:
+) -> None:
+    """One run under the lock; fills in `summary` (its status last)."""
     abandoned = store.abandon_running_runs()
     if abandoned:
         log.warning("marked %d run(s) left running by a stopped worker as abandoned", abandoned)
@@ -418,13 +461,14 @@ async def _locked_run(
     clock = time.monotonic()
     lanes = _Lanes(store, engage, guard, run_id, settings)
     lanes.track_seen = kind != "migrate"
-    summary = SyncSummary("running", run_id, window.start.isoformat(), window.end.isoformat())
+    summary.run_id = run_id
+    summary.window_from, summary.window_to = window.start.isoformat(), window.end.isoformat()
     try:
         await _stream(treazure, lanes, window, store, run_id, progress)
         await lanes.finish()
         summary.status = "succeeded"
-    except asyncio.CancelledError:
-        summary.status, summary.error = "failed", "cancelled"
+    except asyncio.CancelledError as exc:
+        summary.status, summary.error = "failed", _cancel_reason(exc)
         # Interrupted (Ctrl-C in `pointsync migrate`, say): what Engage accepted is
         # recorded, so the next run does not send it again.
         with contextlib.suppress(Exception):
@@ -439,7 +483,11 @@ async def _locked_run(
     finally:
         _record_end(store, lanes, summary, clock)
     log.info("sync run %s %s: %s", run_id, summary.status, asdict(summary.counts))
-    return summary
+
+
+def _cancel_reason(exc: asyncio.CancelledError) -> str:
+    """Why a run was cancelled: the lock keeper says so in the cancel's message."""
+    return f"cancelled: {exc.args[0]}"[:2000] if exc.args else "cancelled"
 
 
 async def _stream(
@@ -488,13 +536,15 @@ async def push_entries(
     entries: list[BalanceEntry],
     *,
     kind: str = "heal",
+    summary: SyncSummary | None = None,
 ) -> SyncSummary:
     """Push given balances through a sync run's lanes: the same claims, guard, batches,
     rate limit and bookkeeping as a sync, recorded as a run of its own `kind`.
 
     Every entry is pushed unless Engage was sent a newer balance meanwhile (it is then
     counted stale), even one equal to what Engage was last sent: the caller found Engage
-    holding something else.
+    holding something else. Call it under the run lock (`under_run_lock`, which passes
+    the `summary` to fill in), so no sync pushes the same contacts meanwhile.
     """
     started_at = utcnow()
     run_id = store.start_run(started_at=started_at, window_from=None, window_to=None,
@@ -502,7 +552,8 @@ async def push_entries(
     clock = time.monotonic()
     lanes = _Lanes(store, engage, guard, run_id, settings)
     lanes.force = True
-    summary = SyncSummary("running", run_id)
+    summary = summary or SyncSummary("running", None)
+    summary.run_id = run_id
     try:
         lanes.counts.fetched = len(entries)
         tasks = [asyncio.create_task(lanes.run_lane(i)) for i in range(lanes.count)]
@@ -516,6 +567,11 @@ async def push_entries(
             await asyncio.gather(*tasks, return_exceptions=True)
         await lanes.finish()
         summary.status = "succeeded"
+    except asyncio.CancelledError as exc:
+        summary.status, summary.error = "failed", _cancel_reason(exc)
+        with contextlib.suppress(Exception):
+            await lanes.finish()
+        raise
     except Exception as exc:
         summary.status, summary.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
         with contextlib.suppress(Exception):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+import redis.exceptions
+from redis.asyncio.lock import Lock
 
 from tests.support.flows import FakeRemotes, Parts
+from worker.money import utc_micros
 from worker.sync import RUN_LOCK, InvalidArgument, run_sync
+from worker.treazure import BalanceEntry
 
 A, B, C = (f"00000000-0000-0000-0000-00000000000{i}" for i in (1, 2, 3))
 T1, T2, T3 = "2026-11-21T08:00:00Z", "2026-11-21T09:00:00Z", "2026-11-21T10:00:00Z"
@@ -272,3 +277,35 @@ async def test_another_task_still_skips_while_the_lock_is_held(
     await parts.redis.set(RUN_LOCK, b"live-holder", ex=60)
     summary = await sync(parts, task_id="task-2")
     assert summary.status == "skipped" and remotes.jobs == []
+
+
+async def test_a_run_whose_lock_cannot_be_kept_ends_failed_not_succeeded(
+    parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis refuses every extension of the run lock while the run waits on Treazure."""
+    await sync(parts)
+    watermark = parts.store.watermark()
+    parts.settings.SYNC_LOCK_TTL_SECONDS = 2
+
+    async def unreachable(self: Lock) -> bool:
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(Lock, "reacquire", unreachable)
+
+    async def pages_once_the_lock_is_gone(start: datetime, end: datetime):  # type: ignore[no-untyped-def]
+        # Treazure's job ends only after the lock would have expired: a run that went on
+        # past that point would push without holding the lock.
+        async with asyncio.timeout(10):
+            while await parts.redis.exists(RUN_LOCK):
+                await asyncio.sleep(0.01)
+        yield [BalanceEntry(A, 100, utc_micros(datetime.fromisoformat(T1)),
+                            datetime.fromisoformat(T1), 1)], []
+
+    monkeypatch.setattr(parts.treazure, "balance_pages", pages_once_the_lock_is_gone)
+    summary = await sync(parts)
+
+    assert summary.status == "failed" and "lock" in (summary.error or "")
+    run = parts.store.get_run(summary.run_id)
+    assert run is not None and run["status"] == "failed" and "lock" in run["error"]
+    assert parts.store.watermark() == watermark
+    assert remotes.pushes == []

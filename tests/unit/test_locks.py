@@ -6,7 +6,9 @@ import asyncio
 
 import fakeredis
 import pytest
+import redis.exceptions
 
+from tests.support.aio import eventually
 from worker.locks import LockLost, held_lock
 
 # Upper bound for waits that must be interrupted long before it (a failing test ends here
@@ -103,3 +105,65 @@ async def test_an_ordinary_cancel_is_not_reported_as_lock_lost(redis) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await redis.exists("pointsync:run") == 0
+
+
+class ExtensionCalls:
+    """Counts the lock scripts a client sends (extensions and the release), as they end."""
+
+    def __init__(self, client: fakeredis.FakeAsyncRedis) -> None:
+        self.failed = 0
+        self.succeeded = 0
+        send = client.evalsha
+
+        async def counted(*args: object) -> object:
+            try:
+                result = await send(*args)
+            except redis.exceptions.ConnectionError:
+                self.failed += 1
+                raise
+            self.succeeded += 1
+            return result
+
+        client.evalsha = counted  # type: ignore[method-assign]
+
+
+async def test_keeper_rides_out_a_short_redis_outage(redis_server) -> None:
+    holder = fakeredis.FakeAsyncRedis(server=redis_server)
+    other = fakeredis.FakeAsyncRedis(server=redis_server)
+    calls = ExtensionCalls(holder)
+
+    async with held_lock(holder, "pointsync:run", 2) as held:
+        assert held
+        redis_server.connected = False  # Redis unreachable: every extension fails
+        await eventually(lambda: calls.failed >= 2, NEVER, "two failed extensions")
+        redis_server.connected = True
+        # Extended again after the outage, and kept alive past its two-second ttl.
+        await eventually(lambda: calls.succeeded >= 4, NEVER, "four extensions")
+        assert await other.exists("pointsync:run") == 1
+        async with held_lock(other, "pointsync:run", 2) as stolen:
+            assert stolen is False
+    assert await other.exists("pointsync:run") == 0  # released at the end as usual
+
+
+async def test_redis_gone_past_the_ttl_stops_the_work_before_the_lock_expires(
+    redis_server,
+) -> None:
+    holder = fakeredis.FakeAsyncRedis(server=redis_server)
+    other = fakeredis.FakeAsyncRedis(server=redis_server)
+    calls = ExtensionCalls(holder)
+    left_when_stopped: list[int] = []
+
+    with pytest.raises(LockLost, match="pointsync:run"):
+        async with held_lock(holder, "pointsync:run", 2):
+            redis_server.connected = False
+            try:
+                await asyncio.wait_for(asyncio.Event().wait(), timeout=NEVER)
+            except asyncio.CancelledError:
+                # Stopped while the key still stood: no second holder could have started.
+                redis_server.connected = True
+                left_when_stopped.append(await other.pttl("pointsync:run"))
+                redis_server.connected = False
+                raise
+    redis_server.connected = True
+    assert calls.failed >= 2  # it kept trying before it gave up
+    assert left_when_stopped and left_when_stopped[0] > 0

@@ -5,28 +5,33 @@ account for a contact Treazure knows. Each drifting contact is read a second tim
 is reported: a transaction booked between the two reads of the first pass would otherwise
 show as drift that is not there.
 
-Healing pushes Treazure's balance through the sync's own lanes (`sync.push_entries`): the
-same per-contact claims, no-stale-overwrite guard, batches and shared rate limit. Each
-balance is stamped with the moment just before Treazure was read, so a newer balance sent
-meanwhile by a sync or a transaction wins over it.
+Healing holds the sync's run lock (waiting for a running sync to finish), so a heal and a
+sync never push the same contact at once, and pushes Treazure's balance through the sync's
+own lanes (`sync.push_entries`): the same per-contact claims, no-stale-overwrite guard,
+batches and shared rate limit. Each balance is stamped with Treazure's own time for it:
+the newest entry of the account's history (its balance after that movement and when), as
+a Balances/Get row would carry it. So a newer balance sent meanwhile by a sync or a
+transaction wins over it, whatever the clocks of the machines involved.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from worker.http import RemoteError
-from worker.money import cents_from_json, exact_amount, from_utc_micros
+from worker.money import cents_from_json, exact_amount, utc_micros
 from worker.parts import Parts
-from worker.sync import SyncSummary, push_entries
+from worker.sync import SyncSummary, push_entries, under_run_lock
 from worker.treazure import BalanceEntry
 
 READ_CONCURRENCY = 8
+# A heal waits this long for a running sync (or migration) to release the run lock.
+HEAL_LOCK_WAIT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,6 @@ class Reading:
     contact_id: str
     treazure: Decimal | None  # None: Treazure has no such account
     engage: Decimal | None  # None: Engage has no point account for it
-    read_us: int  # just before Treazure was read: the balance is at least this new
 
     @property
     def drift(self) -> str | None:
@@ -74,10 +78,9 @@ def _text(value: Decimal | None) -> str | None:
 
 
 async def read_both(parts: Parts, contact_id: str) -> Reading:
-    read_us = time.time_ns() // 1000
     treazure, engage = await asyncio.gather(parts.treazure.get_balance(contact_id),
                                             parts.engage.get_balance(contact_id))
-    return Reading(contact_id, treazure, engage, read_us)
+    return Reading(contact_id, treazure, engage)
 
 
 async def compare(
@@ -113,16 +116,59 @@ async def compare(
     return report
 
 
-async def heal(parts: Parts, report: ReconcileReport) -> SyncSummary:
-    """Set Treazure's balance in Engage for every healable drift in the report."""
-    entries = [_entry(r) for r in report.drift if r.treazure is not None]
-    report.heal = await push_entries(parts.settings, parts.store, parts.engage, parts.guard,
-                                     entries, kind="heal")
+async def heal(
+    parts: Parts, report: ReconcileReport, *, wait_seconds: float = HEAL_LOCK_WAIT_SECONDS
+) -> SyncSummary:
+    """Set Treazure's balance in Engage for every healable drift in the report.
+
+    Holds the run lock, waiting up to `wait_seconds` for a running sync; still held by
+    then, the heal is recorded `skipped` and nothing is pushed.
+    """
+    contact_ids = [r.contact_id for r in report.drift if r.treazure is not None]
+
+    async def locked(summary: SyncSummary) -> None:
+        entries = await treazure_balances(parts, contact_ids, report.errors)
+        await push_entries(parts.settings, parts.store, parts.engage, parts.guard, entries,
+                           kind="heal", summary=summary)
+
+    report.heal = await under_run_lock(parts.settings, parts.store, parts.redis, locked,
+                                       kind="heal", wait_seconds=wait_seconds)
     return report.heal
 
 
-def _entry(reading: Reading) -> BalanceEntry:
-    assert reading.treazure is not None
-    cents = cents_from_json(reading.treazure)
-    return BalanceEntry(reading.contact_id, cents, reading.read_us,
-                        from_utc_micros(reading.read_us), exact_amount(cents))
+async def treazure_balances(
+    parts: Parts, contact_ids: list[str], errors: dict[str, str],
+    concurrency: int = READ_CONCURRENCY,
+) -> list[BalanceEntry]:
+    """Each contact's balance as Treazure stamped it (its history's newest entry); why
+    one could not be had goes to `errors`."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def read(contact_id: str) -> BalanceEntry | None:
+        async with gate:
+            try:
+                entry = newest_balance(contact_id, await parts.treazure.history(contact_id))
+            except RemoteError as exc:
+                errors[contact_id] = str(exc)[:200]
+                return None
+        if entry is None:
+            errors[contact_id] = "Treazure's history has no well-formed newest entry to " \
+                                 "date its balance by"
+        return entry
+
+    found = await asyncio.gather(*(read(cid) for cid in contact_ids))
+    return [entry for entry in found if entry is not None]
+
+
+def newest_balance(contact_id: str, history: list[dict[str, Any]]) -> BalanceEntry | None:
+    """The balance after the newest movement of a history (oldest first), and its time;
+    None when there is none, or it is malformed (an older one is not today's balance)."""
+    if not history:
+        return None
+    newest = history[-1]
+    try:
+        at = datetime.fromisoformat(newest["dateTime"])
+        cents = cents_from_json(newest["balance"])
+        return BalanceEntry(contact_id, cents, utc_micros(at), at, exact_amount(cents))
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return None

@@ -4,12 +4,20 @@ through the sync's guard."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
-from tests.support.flows import FakeRemotes, Parts
+import httpx
+import pytest
+
+from tests.support.flows import TREAZURE, FakeRemotes, Parts
+from worker import parts as worker_parts
+from worker import reconcile
 from worker.money import from_utc_micros, utc_micros
 from worker.pushguard import PushGuard
-from worker.sync import Counts, push_entries, run_sync
+from worker.sync import RUN_LOCK, Counts, push_entries, run_sync
 from worker.treazure import BalanceEntry
 
 A, B, C = (f"00000000-0000-0000-0000-00000000000{i}" for i in (1, 2, 3))
@@ -123,3 +131,105 @@ async def test_a_migration_writes_nothing_for_balances_it_skips(
                             parts.engage, since=EPOCH, until="2027-01-01T00:00:00Z")
     assert {s.seen_run_id for s in parts.store.contact_states([A, B]).values()} == {
         synced.run_id}
+
+
+# -- heal under the run lock, stamped with Treazure's time -------------------------------
+
+NEVER = 10  # bound on waits that must end long before it
+
+
+def serve_history(remotes: FakeRemotes, history: dict[str, list[dict[str, Any]]]) -> None:
+    """Answer Treazure's account history from `history` (contact → entries, oldest first)."""
+    router = remotes.forget[0]  # the flow fixtures' respx router
+    router.get(url__regex=rf"{TREAZURE}/api/v1.0/LoyaltyVault/Account/(?P<cid>[^/]+)/"
+                          r"LoyaltyPrograms/points/History").mock(
+        side_effect=lambda request, cid: httpx.Response(200, json=history.get(cid, [])))
+
+
+def movement(at: str, balance: float) -> dict[str, Any]:
+    return {"dateTime": at, "amount": 1, "transactionType": "Load", "expiresAt": None,
+            "balance": balance, "comment": None, "operatorId": None, "shopId": None,
+            "posId": None, "receiptNr": None, "properties": {}}
+
+
+def drift_of(*contacts: tuple[str, str]) -> reconcile.ReconcileReport:
+    """A report in which Treazure holds `treazure` and Engage something else."""
+    return reconcile.ReconcileReport(checked=len(contacts), drift=[
+        reconcile.Reading(cid, Decimal(treazure), Decimal("0.01")) for cid, treazure in contacts])
+
+
+def with_guard(parts: Parts) -> worker_parts.Parts:
+    return worker_parts.Parts(parts.settings, parts.store, parts.redis, parts.treazure,
+                              parts.engage, PushGuard.for_settings(parts.redis, parts.settings))
+
+
+async def test_heal_stamps_balances_with_treazures_time(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    serve_history(remotes, {A: [movement(T1, 5), movement(T2, 12.5)]})
+    summary = await reconcile.heal(with_guard(parts), drift_of((A, "12.5")))
+    assert (summary.status, summary.counts.pushed) == ("succeeded", 1)
+    (row,) = remotes.pushes[0]
+    assert (row["amount"], datetime.fromisoformat(row["timeStamp"])) == (
+        12.5, datetime.fromisoformat(T2))
+    state = parts.store.contact_states([A])[A]
+    assert (state.sent_cents, state.sent_mutated_us) == (
+        1250, utc_micros(datetime.fromisoformat(T2)))
+
+
+async def test_heal_waits_for_a_sync_holding_the_run_lock(
+    parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve_history(remotes, {A: [movement(T2, 7)]})
+    await parts.redis.set(RUN_LOCK, b"a-running-sync", px=300)
+    holders_at_push: list[bytes | None] = []
+    push = parts.engage.push_balances
+
+    async def recording_push(rows: Any, **kwargs: Any) -> Any:
+        holders_at_push.append(await parts.redis.get(RUN_LOCK))
+        return await push(rows, **kwargs)
+
+    monkeypatch.setattr(parts.engage, "push_balances", recording_push)
+    summary = await reconcile.heal(with_guard(parts), drift_of((A, "7")), wait_seconds=NEVER)
+    assert (summary.status, summary.counts.pushed) == ("succeeded", 1)
+    # Pushed only once the sync's lock was gone, holding the lock itself.
+    assert len(holders_at_push) == 1
+    assert holders_at_push[0] not in (None, b"a-running-sync")
+
+
+async def test_heal_is_refused_while_a_sync_keeps_the_run_lock(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    serve_history(remotes, {A: [movement(T2, 7)]})
+    await parts.redis.set(RUN_LOCK, b"a-running-sync", ex=60)
+    summary = await reconcile.heal(with_guard(parts), drift_of((A, "7")), wait_seconds=0.2)
+    assert summary.status == "skipped" and remotes.pushes == []
+    run = parts.store.get_run(summary.run_id)
+    assert run is not None and (run["kind"], run["status"]) == ("heal", "skipped")
+
+
+async def test_a_sync_starting_during_a_heal_leaves_the_heal_run_alone(
+    parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serve_history(remotes, {A: [movement(T2, 7)]})
+    pushing, go_on = asyncio.Event(), asyncio.Event()
+    push = parts.engage.push_balances
+
+    async def held_push(rows: Any, **kwargs: Any) -> Any:
+        pushing.set()
+        await go_on.wait()
+        return await push(rows, **kwargs)
+
+    monkeypatch.setattr(parts.engage, "push_balances", held_push)
+    healing = asyncio.create_task(reconcile.heal(with_guard(parts), drift_of((A, "7"))))
+    await asyncio.wait_for(pushing.wait(), NEVER)
+    (heal_run,) = parts.store.recent_runs(1, kind="heal")
+
+    synced = await run_sync(parts.settings, parts.store, parts.redis, parts.treazure,
+                            parts.engage)
+    assert synced.status == "skipped" and remotes.jobs == []
+    assert parts.store.get_run(heal_run["id"])["status"] == "running"
+    go_on.set()
+    healed = await asyncio.wait_for(healing, NEVER)
+    assert healed.status == "succeeded"
+    assert parts.store.get_run(heal_run["id"])["status"] == "succeeded"

@@ -134,7 +134,7 @@ def test_no_balance_means_no_file(tmp_path: Path) -> None:
 ])
 def test_drift_rules(treazure: Decimal | None, engage: Decimal | None,
                      drift: str | None) -> None:
-    assert Reading(A, treazure, engage, 0).drift == drift
+    assert Reading(A, treazure, engage).drift == drift
 
 
 # -- the doctor's findings ---------------------------------------------------------------
@@ -188,8 +188,8 @@ def test_the_report_says_which_drift_heal_leaves(capsys: pytest.CaptureFixture[s
     from worker.operations_cli import _print_report
     from worker.reconcile import ReconcileReport
 
-    report = ReconcileReport(checked=3, drift=[Reading(A, Decimal("5"), Decimal("4"), 0),
-                                               Reading(B, None, Decimal("3"), 0)])
+    report = ReconcileReport(checked=3, drift=[Reading(A, Decimal("5"), Decimal("4")),
+                                               Reading(B, None, Decimal("3"))])
     _print_report(report)
     out = capsys.readouterr().out
     assert "differs" in out and "unknown in Treazure" in out

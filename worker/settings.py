@@ -76,6 +76,10 @@ class Settings(CoreSettings):
     ENGAGE_BATCH_SIZE: int = Field(1000, ge=1, le=1000)
     # Balance pushes in flight at once inside one sync; the shared rate limit paces them.
     ENGAGE_PUSH_CONCURRENCY: int = Field(4, ge=1, le=64)
+    # A balance Engage refused with ContactNotFound is pushed again by every sync run for
+    # this long after its first refusal (until accepted, or a newer balance was sent), so
+    # a contact created in Engage a little later comes into step. 0: never retried.
+    ENGAGE_NOT_FOUND_RETRY_SECONDS: int = Field(86400, ge=0)
 
     HTTP_TIMEOUT_SECONDS: float = Field(30, gt=0)
     HTTP_CONNECT_TIMEOUT_SECONDS: float = Field(5, gt=0)

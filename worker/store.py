@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -86,6 +86,7 @@ sync_rejections = Table(
     Column("mutated_at", String(40)),
     Column("reason", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_sync_rejections_reason", "reason", "created_at"),
 )
 
 RUN_COUNTS = ("fetched", "unique_contacts", "unchanged", "stale", "pushed", "rejected")
@@ -199,7 +200,11 @@ class Store:
     # -- sync runs --------------------------------------------------------------------
 
     def abandon_running_runs(self) -> int:
-        """Runs left 'running' by a holder that died; called while holding the run lock."""
+        """Runs left 'running' by a holder that died; called while holding the run lock.
+
+        Every kind of run (sync, migrate, heal) creates its row only while holding the
+        run lock, so a row still `running` when the lock is taken has no live holder.
+        """
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(sync_runs)
@@ -342,6 +347,27 @@ class Store:
                 .order_by(t.contact_id).limit(limit)
             ).all()
         return [row[0] for row in rows]
+
+    def refusals_to_retry(
+        self, reason: str, period: timedelta, now: datetime
+    ) -> list[tuple[str, int, str]]:
+        """Balances (contact, cents, mutatedAt) Engage refused with `reason`, first
+        refused less than `period` before `now`.
+
+        A balance refused again by a retry keeps its first refusal's time: retries stop
+        `period` after it. Only rows of the last two periods are read: the refusals of a
+        balance first refused earlier ended more than a period ago.
+        """
+        t = sync_rejections.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.contact_id, t.cents, t.mutated_at)
+                .where(t.reason == reason, t.cents.is_not(None), t.mutated_at.is_not(None),
+                       t.created_at >= now - 2 * period)
+                .group_by(t.contact_id, t.cents, t.mutated_at)
+                .having(func.min(t.created_at) >= now - period)
+            ).all()
+        return [(row[0], row[1], row[2]) for row in rows]
 
     def rejections(self, run_id: int) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -11,6 +11,10 @@ Engage was last sent (the store's `contact_balances`):
 - equal to what was sent → `unchanged`, not sent again;
 - anything else is pushed, and recorded as sent only once Engage accepted it.
 Duplicates inside a run collapse to the newest `mutatedAt` (`unique` counts contacts).
+
+Balances Engage refused with ContactNotFound are pushed again by each sync run for
+ENGAGE_NOT_FOUND_RETRY_SECONDS after their first refusal, unless a balance as new was
+sent since: a contact created in Engage a little later then comes into step.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from worker.arguments import InvalidArgument
 from worker.engage import EngageClient
 from worker.locks import LockLost, held_lock
 from worker.logs import bind_log_context
+from worker.money import exact_amount, utc_micros
 from worker.pushguard import PushGuard
 from worker.settings import Settings
 from worker.store import ContactState, Store, utcnow
@@ -49,6 +54,9 @@ FLUSH_EVERY_ROWS = 25_000
 FLUSH_EVERY_SECONDS = 2.0
 # Memory bound of a run: at most this many batches (of ≤1,000 rows) wait per lane on average.
 QUEUED_BATCHES_PER_LANE = 4
+# Engage's reason for a contact it does not know (yet): such rows are pushed again later.
+NOT_FOUND = "ContactNotFound"
+RETRY_READ_CHUNK = 1000
 
 
 @dataclass
@@ -464,7 +472,8 @@ async def _locked_run(
     summary.run_id = run_id
     summary.window_from, summary.window_to = window.start.isoformat(), window.end.isoformat()
     try:
-        await _stream(treazure, lanes, window, store, run_id, progress)
+        retries = refused_to_retry(store, settings) if kind == "sync" else []
+        await _stream(treazure, lanes, window, store, run_id, progress, retries)
         await lanes.finish()
         summary.status = "succeeded"
     except asyncio.CancelledError as exc:
@@ -490,13 +499,44 @@ def _cancel_reason(exc: asyncio.CancelledError) -> str:
     return f"cancelled: {exc.args[0]}"[:2000] if exc.args else "cancelled"
 
 
+def refused_to_retry(store: Store, settings: Settings) -> list[BalanceEntry]:
+    """Balances Engage refused with ContactNotFound within the retry period and not sent
+    since (no balance as new was accepted for the contact): a sync pushes them again."""
+    period = timedelta(seconds=settings.ENGAGE_NOT_FOUND_RETRY_SECONDS)
+    if not period:
+        return []
+    newest: dict[str, BalanceEntry] = {}
+    for contact_id, cents, mutated_at in store.refusals_to_retry(NOT_FOUND, period, utcnow()):
+        at = datetime.fromisoformat(mutated_at)
+        entry = BalanceEntry(contact_id, cents, utc_micros(at), at, exact_amount(cents))
+        held = newest.get(contact_id)
+        if held is None or held.mutated_us < entry.mutated_us:
+            newest[contact_id] = entry
+    ids = list(newest)
+    for start in range(0, len(ids), RETRY_READ_CHUNK):
+        states = store.contact_states(ids[start:start + RETRY_READ_CHUNK])
+        for contact_id, state in states.items():
+            if state.sent_mutated_us is not None and \
+                    state.sent_mutated_us >= newest[contact_id].mutated_us:
+                del newest[contact_id]
+    if newest:
+        log.info("pushing again %d balance(s) Engage refused with %s", len(newest), NOT_FOUND)
+    return list(newest.values())
+
+
 async def _stream(
     treazure: TreazureClient, lanes: _Lanes, window: Window, store: Store, run_id: int,
     progress: Callable[[Counts], None] | None = None,
+    retries: list[BalanceEntry] | None = None,
 ) -> None:
-    """Read pages and push batches concurrently; the first failure stops both sides."""
+    """Read pages and push batches concurrently; the first failure stops both sides.
+
+    `retries` go into the lanes first: a newer balance read from the window then wins.
+    """
 
     async def produce() -> None:
+        if retries:
+            await lanes.add(retries)
         last_progress = time.monotonic()
         async for entries, malformed in treazure.balance_pages(window.start, window.end):
             lanes.counts.fetched += len(entries) + len(malformed)

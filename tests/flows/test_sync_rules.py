@@ -9,9 +9,11 @@ import orjson
 import pytest
 import redis.exceptions
 from redis.asyncio.lock import Lock
+from sqlalchemy import update
 
 from tests.support.flows import FakeRemotes, Parts
 from worker.money import utc_micros
+from worker.store import sync_rejections
 from worker.sync import RUN_LOCK, InvalidArgument, run_sync
 from worker.treazure import BalanceEntry
 
@@ -309,3 +311,47 @@ async def test_a_run_whose_lock_cannot_be_kept_ends_failed_not_succeeded(
     assert run is not None and run["status"] == "failed" and "lock" in run["error"]
     assert parts.store.watermark() == watermark
     assert remotes.pushes == []
+
+
+async def test_a_contact_engage_did_not_know_is_pushed_once_it_exists(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    remotes.not_found = {C}
+    remotes.add_page((C, 3, T1))
+    first = await sync(parts)
+    assert first.counts.rejected == 1
+    remotes.pages = []  # nothing changes in Treazure: the next windows do not hold C
+    remotes.pushes.clear()
+    still_unknown = await sync(parts)  # refused again: tried again by the next run
+    assert remotes.pushed_contacts() == [C] and still_unknown.counts.rejected == 1
+    remotes.not_found = set()  # the contact was created in Engage meanwhile
+    remotes.pushes.clear()
+    second = await sync(parts)
+    assert remotes.engage == {C: 3}
+    assert (second.counts.pushed, second.counts.rejected) == (1, 0)
+    state = parts.store.contact_states([C])[C]
+    assert (state.sent_cents, state.sent_mutated_us) == (
+        300, utc_micros(datetime.fromisoformat(T1)))
+    remotes.pushes.clear()
+    await sync(parts)  # accepted: never sent again
+    assert remotes.pushes == []
+
+
+async def test_a_refusal_older_than_the_retry_period_is_not_tried_again(
+    parts: Parts, remotes: FakeRemotes
+) -> None:
+    remotes.not_found = {C}
+    remotes.add_page((C, 3, T1))
+    first = await sync(parts)
+    remotes.pages = []
+    await sync(parts)  # refused again, an hour later say
+    # The first refusal is now a little more than the period ago.
+    period = timedelta(seconds=parts.settings.ENGAGE_NOT_FOUND_RETRY_SECONDS)
+    (first_refusal,) = parts.store.rejections(first.run_id)
+    with parts.store.engine.begin() as conn:
+        conn.execute(update(sync_rejections).where(sync_rejections.c.id == first_refusal["id"])
+                     .values(created_at=datetime.now(UTC) - period - timedelta(minutes=1)))
+    remotes.not_found = set()
+    remotes.pushes.clear()
+    later = await sync(parts)
+    assert remotes.pushes == [] and later.counts.pushed == 0

@@ -12,6 +12,7 @@ from worker.settings import ConfigError, CoreSettings, exit_on_config_error, get
 
 DEFAULT_QUEUE = "celery"
 HISTORY_QUEUE = "pointsync.history"
+RESULT_EXPIRES_SECONDS = 6 * 3600
 HISTORY_TASKS = ("pointsync.fetch_history", "pointsync.fetch_history_batch",
                  "pointsync.refresh_history", "pointsync.purge_history")
 
@@ -53,7 +54,11 @@ def celery_config(settings: CoreSettings) -> dict[str, Any]:
         "task_soft_time_limit": hard - 60,
         "task_time_limit": hard,
         "task_track_started": True,
-        "result_expires": 7 * 24 * 3600,
+        # Redis runs with noeviction and also carries the broker and the locks: a result
+        # is kept only where somebody reads it (a sync's summary, a history fetch, a
+        # `celery call`), for hours, not days. Tasks sent at traffic's pace (bookings from
+        # the web and the sweep, drains, sweeps, history chunks) keep none (tasks.py).
+        "result_expires": RESULT_EXPIRES_SECONDS,
         # Task events for Flower: every task shows with its (secret-free) arguments.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
@@ -62,7 +67,8 @@ def celery_config(settings: CoreSettings) -> dict[str, Any]:
         # transactions (a fresh child rebuilds its clients and pays a slow first request).
         "worker_max_memory_per_child": 500_000,  # KiB
         # One beat at a time: redbeat holds a lock in Redis; a second beat waits on it.
-        "beat_scheduler": "redbeat.RedBeatScheduler",
+        # Beat rides out a Redis outage (see schedule.OutageTolerantScheduler).
+        "beat_scheduler": "worker.schedule.OutageTolerantScheduler",
         "redbeat_redis_url": settings.REDIS_URL,
         "redbeat_key_prefix": "pointsync:redbeat:",
         "redbeat_lock_timeout": 300,

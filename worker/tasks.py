@@ -86,7 +86,12 @@ def add_points(
     return outcome.as_dict()
 
 
-@app.task(name="pointsync.push_points", track_started=False)
+# Sent at traffic's pace and read by nobody (the ledger and the history store hold the
+# outcome): no result is stored for these, so Redis does not grow with the traffic.
+NO_RESULT = {"ignore_result": True}
+
+
+@app.task(name="pointsync.push_points", track_started=False, **NO_RESULT)
 def push_points() -> dict[str, Any]:
     """Set the new balances of booked transactions in Engage, many per request."""
 
@@ -104,14 +109,15 @@ def push_points() -> dict[str, Any]:
     return {"applied": applied, "next_in_seconds": again_in}
 
 
-@app.task(name="pointsync.sweep_points")
+@app.task(name="pointsync.sweep_points", **NO_RESULT)
 def sweep_points() -> dict[str, int]:
     """Finish transactions whose task was lost, and push balances still waiting for Engage."""
     return run_with_parts(lambda parts: points.sweep(parts, enqueue_row))
 
 
 def enqueue_row(row: LedgerRow) -> None:
-    add_points.apply_async(kwargs=task_arguments(row))
+    """Queue a recorded row again; nobody waits on this message, so it keeps no result."""
+    add_points.apply_async(kwargs=task_arguments(row), **NO_RESULT)
 
 
 def task_arguments(row: LedgerRow) -> dict[str, Any]:
@@ -138,7 +144,7 @@ def fetch_history(contact_id: str) -> dict[str, Any]:
     return run_with_parts(work)
 
 
-@app.task(name="pointsync.fetch_history_batch", track_started=False)
+@app.task(name="pointsync.fetch_history_batch", track_started=False, **NO_RESULT)
 def fetch_history_batch(contact_ids: list[str]) -> dict[str, int]:
     """One chunk of a refresh: many contacts, a bounded number of requests at once, for
     about HISTORY_CHUNK_SECONDS; what is left goes back in the queue as a new chunk."""
@@ -154,7 +160,7 @@ def fetch_history_batch(contact_ids: list[str]) -> dict[str, int]:
     return {**counts, "requeued": len(rest)}
 
 
-@app.task(name="pointsync.refresh_history")
+@app.task(name="pointsync.refresh_history", **NO_RESULT)
 def refresh_history(run_id: int) -> dict[str, int]:
     """After a sync run: refresh the history of every contact it read, in chunk tasks."""
     settings = get_settings()

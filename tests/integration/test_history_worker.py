@@ -5,7 +5,6 @@ up a sync (they go in at the lowest Redis priority)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from celery import Celery
 from celery.result import AsyncResult
 from sqlalchemy import func, select
 
-from tests.support.integration import Sim, wait_for
+from tests.support.integration import Sim, logged_results, wait_for
 from worker.celery import celery_config
 from worker.harness import CeleryProcess, start_celery
 from worker.history_store import HistoryStore, history_contacts, points_history
@@ -31,6 +30,7 @@ SYNC = "pointsync.sync_balances"
 FETCH = "pointsync.fetch_history"
 BATCH = "pointsync.fetch_history_batch"
 PURGE = "pointsync.purge_history"
+REFRESH = "pointsync.refresh_history"
 ADD = "pointsync.add_points"
 HISTORY_PRIORITY = 9  # tasks.HISTORY_PRIORITY: the lowest
 FAST = {"POINTS_SETTLE_SECONDS": "0.3", "HTTP_TIMEOUT_SECONDS": "2"}
@@ -63,23 +63,9 @@ def entries_of(store: Store, contact: str) -> list[dict[str, Any]]:
     return HistoryStore(store).page(contact, 0, 1000)[0]
 
 
-def task_results(redis_url: str) -> list[Any]:
-    """Every task result in the result backend (the worker stores each one in Redis)."""
-    r = redis.Redis.from_url(redis_url)
-    metas = [json.loads(raw) for key in r.scan_iter("celery-task-meta-*")
-             if (raw := r.get(key)) is not None]
-    return [meta["result"] for meta in metas if meta.get("status") == "SUCCESS"]
-
-
-def batch_results(redis_url: str) -> list[dict[str, int]]:
-    return [r for r in task_results(redis_url)
-            if isinstance(r, dict)
-            and set(r) == {"contacts", "added", "unknown", "failed", "requeued"}]
-
-
-def refresh_results(redis_url: str) -> list[dict[str, int]]:
-    return [r for r in task_results(redis_url)
-            if isinstance(r, dict) and set(r) == {"run_id", "contacts", "chunks"}]
+def batch_results(worker: CeleryProcess) -> list[dict[str, int]]:
+    """Chunk tasks keep no result in Redis (nobody reads them): their worker logs it."""
+    return [r.result for r in logged_results(worker.log, BATCH)]
 
 
 def history_requests(sim: Sim) -> int:
@@ -91,15 +77,15 @@ def test_a_sync_fans_the_history_refresh_out_in_chunk_tasks(
     redis_url: str,
 ) -> None:
     sim.post("seed", {"contacts": 1200})
-    start_worker(HISTORY_CHUNK_SIZE="500", HISTORY_CHUNK_SECONDS="60")
+    worker = start_worker(HISTORY_CHUNK_SIZE="500", HISTORY_CHUNK_SECONDS="60")
     summary = client.send_task(SYNC).get(timeout=120)
     assert summary["status"] == "succeeded" and summary["unique_contacts"] == 1200
     wait_for(lambda: contacts_with_history(store) == 1200, 120,
              "every contact the sync read with its history stored")
-    wait_for(lambda: len(batch_results(redis_url)) >= 3, 60, "the chunk tasks' results")
-    assert refresh_results(redis_url) == [
+    wait_for(lambda: len(batch_results(worker)) >= 3, 60, "the chunk tasks' results")
+    assert [r.result for r in logged_results(worker.log, REFRESH)] == [
         {"run_id": summary["run_id"], "contacts": 1200, "chunks": 3}]
-    batches = batch_results(redis_url)
+    batches = batch_results(worker)
     assert sorted(b["contacts"] for b in batches) == [200, 500, 500]
     assert sum(b["added"] for b in batches) == 1200
     assert sum(b["unknown"] + b["failed"] for b in batches) == 0
@@ -116,14 +102,15 @@ def test_no_refresh_when_history_after_sync_is_off(
     redis_url: str,
 ) -> None:
     sim.post("seed", {"contacts": 50})
-    start_worker(HISTORY_AFTER_SYNC="false")
+    worker = start_worker(HISTORY_AFTER_SYNC="false")
     sync = client.send_task(SYNC)
     assert sync.get(timeout=60)["status"] == "succeeded"
     # A task sent after the sync at the same priority is taken after anything the sync
-    # enqueued, and refresh_history records STARTED as it begins: once this one is done,
-    # a refresh would have left a result key.
+    # enqueued: once this one is done, a refresh would have been received and logged.
     purge = client.send_task(PURGE, priority=HISTORY_PRIORITY)
     purge.get(timeout=60)
+    assert f"Task {REFRESH}[" not in worker.log.read_text()
+    # Only the results somebody reads are kept in Redis.
     keys = redis.Redis.from_url(redis_url).keys("celery-task-meta-*")
     assert sorted(k.decode().removeprefix("celery-task-meta-") for k in keys) == \
         sorted([sync.id, purge.id])
@@ -209,11 +196,11 @@ def test_faults_during_a_refresh_still_store_every_history(
                   {"kind": "status", "status": 429, "retry_after": "0", "count": 3},
                   {"kind": "drop", "count": 2}):
         sim.post("faults", {"target": "treazure.history", **fault})
-    start_worker(**FAST, HISTORY_CHUNK_SIZE="200", HISTORY_CHUNK_SECONDS="60")
+    worker = start_worker(**FAST, HISTORY_CHUNK_SIZE="200", HISTORY_CHUNK_SECONDS="60")
     assert client.send_task(SYNC).get(timeout=120)["status"] == "succeeded"
     wait_for(lambda: contacts_with_history(store) == 600, 120, "every history stored")
-    wait_for(lambda: len(batch_results(redis_url)) >= 3, 60, "the chunk tasks' results")
-    assert sum(b["failed"] for b in batch_results(redis_url)) == 0
+    wait_for(lambda: len(batch_results(worker)) >= 3, 60, "the chunk tasks' results")
+    assert sum(b["failed"] for b in batch_results(worker)) == 0
     assert stored_entries(store) == 600
     assert sim.stats()["faults_pending"] == 0
     assert history_requests(sim) == 600 + 10
@@ -226,8 +213,8 @@ def test_a_sync_is_not_queued_behind_history_chunks(
     ids = seeded_ids(0, 400)
     # Each chunk: ten contacts one at a time, each History answer slowed down a little.
     sim.post("config", {"latency": {"treazure.history": 0.05}})
-    start_worker(HISTORY_FETCH_CONCURRENCY="1", HISTORY_AFTER_SYNC="false",
-                 HISTORY_CHUNK_SECONDS="60")
+    worker = start_worker(HISTORY_FETCH_CONCURRENCY="1", HISTORY_AFTER_SYNC="false",
+                          HISTORY_CHUNK_SECONDS="60")
     chunks = [client.send_task(BATCH, kwargs={"contact_ids": ids[k:k + 10]},
                                priority=HISTORY_PRIORITY) for k in range(0, 400, 10)]
     # Both worker processes busy with chunks, 38 more waiting: now the sync is sent.
@@ -235,10 +222,13 @@ def test_a_sync_is_not_queued_behind_history_chunks(
     sync = client.send_task(SYNC)
     summary = sync.get(timeout=120)
     assert summary["status"] == "succeeded" and summary["unique_contacts"] == 400
-    outcomes = [chunk.get(timeout=300) for chunk in chunks]
-    assert sum(o["added"] for o in outcomes) == 400
+    wait_for(lambda: len(logged_results(worker.log, BATCH)) == len(chunks), 300,
+             "every chunk done")
+    logged = logged_results(worker.log, BATCH)
+    assert {r.task_id for r in logged} == {chunk.id for chunk in chunks}
+    assert sum(r.result["added"] for r in logged) == 400
     sync_done = done_at(sync)
-    chunk_done = sorted(done_at(chunk) for chunk in chunks)
+    chunk_done = sorted(r.done_at for r in logged)
     assert sync_done < chunk_done[-1]
     # First in, first out would have served the sync after all 40 chunks had started, so
     # at most the last two could have finished after it. Served by priority, it ran as
@@ -256,14 +246,16 @@ def test_a_chunk_works_for_a_while_then_queues_the_rest(
     sim.post("seed", {"contacts": 100})
     ids = seeded_ids(0, 100)
     # One wave (2 × 4 contacts) per task, then the rest goes back in the queue.
-    start_worker(HISTORY_FETCH_CONCURRENCY="2", HISTORY_CHUNK_SECONDS="0.001",
-                 HISTORY_AFTER_SYNC="false")
+    worker = start_worker(HISTORY_FETCH_CONCURRENCY="2", HISTORY_CHUNK_SECONDS="0.001",
+                          HISTORY_AFTER_SYNC="false")
     first = client.send_task(BATCH, kwargs={"contact_ids": ids}, priority=HISTORY_PRIORITY)
-    assert first.get(timeout=60) == {"contacts": 8, "added": 8, "unknown": 0, "failed": 0,
-                                     "requeued": 92}
+    wait_for(lambda: any(r.task_id == first.id for r in logged_results(worker.log, BATCH)),
+             60, "the first chunk done")
+    (outcome,) = [r.result for r in logged_results(worker.log, BATCH) if r.task_id == first.id]
+    assert outcome == {"contacts": 8, "added": 8, "unknown": 0, "failed": 0, "requeued": 92}
     wait_for(lambda: contacts_with_history(store) == 100, 120, "every history stored")
-    wait_for(lambda: len(batch_results(redis_url)) == 13, 60, "every chunk's result")
-    results = batch_results(redis_url)
+    wait_for(lambda: len(batch_results(worker)) == 13, 60, "every chunk's result")
+    results = batch_results(worker)
     assert sum(r["contacts"] for r in results) == 100  # each contact fetched once
     assert sorted(r["requeued"] for r in results) == [0, *range(4, 93, 8)]
     assert history_requests(sim) == 100

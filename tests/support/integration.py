@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -40,3 +45,28 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+_SUCCEEDED = re.compile(
+    r"^(?P<at>\S+) INFO celery\.app\.trace.*?: Task (?P<name>[\w.]+)\[(?P<id>[\w-]+)\] "
+    r"succeeded in [\d.e-]+s: (?P<result>.*)$")
+
+
+@dataclass(frozen=True)
+class LoggedResult:
+    """A task's outcome as its worker logged it (for tasks that keep no result in Redis)."""
+
+    task_id: str
+    done_at: datetime
+    result: Any
+
+
+def logged_results(log: Path, task_name: str) -> list[LoggedResult]:
+    """Every `task_name` that succeeded, in the order the worker's log shows them."""
+    found = []
+    for line in log.read_text().splitlines():
+        match = _SUCCEEDED.match(line)
+        if match and match["name"] == task_name:
+            found.append(LoggedResult(match["id"], datetime.fromisoformat(match["at"]),
+                                      ast.literal_eval(match["result"])))
+    return found

@@ -74,6 +74,11 @@ class JobTimeout(RemoteError):
     """The balances job did not finish within TREAZURE_JOB_TIMEOUT_SECONDS."""
 
 
+class ForeignLink(Rejected):
+    """Treazure answered with a link (a job href, a next page) to another scheme, host or
+    port: it is not followed, since the request would carry Treazure's bearer token."""
+
+
 # Compare-and-delete: drop the shared token only if it is still the one that failed,
 # so a process does not throw away a fresh token another process just fetched.
 _DROP_IF_SAME = """
@@ -253,7 +258,18 @@ class TreazureClient:
         href = answer.get("href")
         if not isinstance(href, str) or not href.startswith("/"):
             raise Rejected(SERVICE, "Balances/Get answered without a relative href")
-        return href
+        return self._own_link(href, "balances job")
+
+    def _own_link(self, link: str, what: str) -> str:
+        """`link` if it leads to Treazure's own scheme, host and port (relative links do);
+        ForeignLink otherwise, before any request is sent there."""
+        base = self._http.base_url
+        target = base.join(link)
+        if (target.scheme, target.host, target.port) != (base.scheme, base.host, base.port):
+            raise ForeignLink(
+                SERVICE, f"the {what} link points to {_origin(target)}, not to Treazure's "
+                         f"{_origin(base)}; not followed (the request would carry the token)")
+        return link
 
     async def _first_page(self, href: str) -> httpx.Response:
         """Poll `{href}/result` until it is ready, honouring 202 and Retry-After."""
@@ -282,6 +298,8 @@ class TreazureClient:
         while True:
             raw = response.content
             next_href = _decode_next(raw).next
+            if next_href:
+                next_href = self._own_link(next_href, "next page")
             # The next page is on its way while this one is parsed and consumed.
             following = (
                 asyncio.create_task(self._read("GET", next_href)) if next_href else None
@@ -479,6 +497,10 @@ def receipt_in(entries: list[dict[str, Any]], receipt_nr: str) -> Booking | None
             except (KeyError, TypeError, ValueError):
                 raise Rejected(SERVICE, f"history entry {receipt_nr} is malformed") from None
     return None
+
+
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port is not None else "")
 
 
 def _account_path(contact_id: str) -> str:

@@ -20,6 +20,7 @@ from worker.money import utc_micros
 from worker.settings import Settings
 from worker.treazure import (
     BalanceEntry,
+    ForeignLink,
     JobTimeout,
     MalformedEntry,
     SharedToken,
@@ -671,3 +672,55 @@ def test_parse_page_refuses_an_account_number_that_is_not_an_id(account) -> None
 @pytest.mark.parametrize("raw", [b"{}", b'{"items": null, "next": null}', _raw([])])
 def test_parse_empty_page(raw: bytes) -> None:
     assert parse_balance_page(raw, "points") == ([], [])
+
+
+# -- links to other hosts -----------------------------------------------------------------
+
+TREAZURE_ORIGIN = ("https", "acme.posengine.test.cloud", None)
+
+
+def origins(api: respx.MockRouter) -> set[tuple[str, str, int | None]]:
+    return {(c.request.url.scheme, c.request.url.host, c.request.url.port) for c in api.calls}
+
+
+@pytest.mark.parametrize(("link", "named"), [
+    (f"https://evil.example{JOB_1}/result?page=2", "https://evil.example"),
+    ("//evil.example/collect?page=2", "https://evil.example"),
+    (f"http://acme.posengine.test.cloud{JOB_1}/result?page=2",
+     "http://acme.posengine.test.cloud"),
+    (f"https://acme.posengine.test.cloud:8443{JOB_1}/result?page=2",
+     "https://acme.posengine.test.cloud:8443"),
+])
+async def test_a_next_link_to_another_host_is_refused_and_not_requested(
+    api, client, tokens, link: str, named: str
+) -> None:
+    api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    api.get(f"{JOB_1}/result").mock(return_value=page([item(G("c1"), 1)], link))
+
+    with pytest.raises(ForeignLink) as caught:
+        await collect(client)
+
+    assert named in str(caught.value) and "not followed" in str(caught.value)
+    assert origins(api) == {TREAZURE_ORIGIN}
+
+
+async def test_a_job_href_to_another_host_is_refused_and_not_requested(
+    api, client, tokens
+) -> None:
+    api.post(START_JOB).mock(return_value=job_started("//evil.example/jobs/job-1"))
+
+    with pytest.raises(ForeignLink) as caught:
+        await collect(client)
+
+    assert "https://evil.example" in str(caught.value)
+    assert origins(api) == {TREAZURE_ORIGIN}
+
+
+async def test_a_next_link_naming_treazures_own_host_is_followed(api, client, tokens) -> None:
+    api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    api.get(f"{JOB_1}/result", params={"page": "2"}).mock(return_value=page([item(G("c2"), 2)]))
+    api.get(f"{JOB_1}/result").mock(
+        return_value=page([item(G("c1"), 1)], f"{TREAZURE}{JOB_1}/result?page=2"))
+
+    assert contacts(await collect(client)) == [[G("c1")], [G("c2")]]
+    assert origins(api) == {TREAZURE_ORIGIN}

@@ -290,7 +290,8 @@ def _enqueue_and_follow(ledger: Any, row: Any, wait: bool, timeout: float, as_js
     from worker.tasks import task_arguments
 
     try:
-        app.send_task("pointsync.add_points", kwargs=task_arguments(row))
+        # Followed in the ledger, not through a result: none is stored.
+        app.send_task("pointsync.add_points", kwargs=task_arguments(row), ignore_result=True)
     except Exception as exc:  # recorded all the same: the sweep finishes it
         console.print(f"[yellow]could not enqueue ({type(exc).__name__}); the sweep will "
                       f"finish {row.reference}[/yellow]", highlight=False)

@@ -174,10 +174,19 @@ class Ledger:
                 update(point_transactions)
                 .where(t.reference == reference, t.state.in_(OPEN_STATES),
                        or_(t.lease_until.is_(None), t.lease_until < now))
-                .values(lease_until=now + timedelta(seconds=lease_seconds))
+                # The holder decides when the row is next due; should it die, the expired
+                # lease alone makes the row due (see lost_received).
+                .values(lease_until=now + timedelta(seconds=lease_seconds), next_attempt_at=None)
                 .returning(*point_transactions.c)
             ).mappings().first()
         return _row(taken) if taken is not None else None
+
+    def renew(self, reference: str, lease: datetime, lease_seconds: float) -> datetime:
+        """Extend the holder's lease to `lease_seconds` from now; returns the new
+        lease_until (every later move must give it), or LeaseLost."""
+        until = utcnow() + timedelta(seconds=lease_seconds)
+        self._set(reference, lease, lease_until=until)
+        return until
 
     # Each move below takes the holder's `lease` (the row's lease_until as claimed): with
     # it, the move happens only while that lease is still the row's, else LeaseLost.
@@ -299,7 +308,8 @@ class Ledger:
 
     def lost_received(self, stale_seconds: float, limit: int = 1000) -> list[LedgerRow]:
         """Received rows whose task is presumed lost: unleased (or lease run out), and
-        either due for a retry or untouched for `stale_seconds`."""
+        either due for a retry, or with no retry planned and either a lease that ran out
+        (its holder is gone: a live one renews it) or untouched for `stale_seconds`."""
         now = utcnow()
         t = point_transactions.c
         with self.engine.connect() as conn:
@@ -309,8 +319,26 @@ class Ledger:
                     or_(t.lease_until.is_(None), t.lease_until < now),
                     or_(t.next_attempt_at <= now,
                         and_(t.next_attempt_at.is_(None),
-                             t.updated_at < now - timedelta(seconds=stale_seconds))),
+                             or_(t.lease_until < now,
+                                 t.updated_at < now - timedelta(seconds=stale_seconds)))),
                 ).order_by(t.created_at).limit(limit)
+            ).mappings().all()
+        return [_row(r) for r in rows]
+
+    def never_sent(
+        self, source: str, since: datetime, after: str = "", limit: int = 500
+    ) -> list[LedgerRow]:
+        """Rows of `source` recorded since `since` that no worker ever took up (received,
+        never attempted, unleased, no retry planned): their message may never have been
+        queued. By reference, from after `after`, for paging."""
+        t = point_transactions.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(point_transactions).where(
+                    t.source == source, t.created_at >= since, t.reference > after,
+                    t.state == "received", t.attempts == 0, t.lease_until.is_(None),
+                    t.next_attempt_at.is_(None),
+                ).order_by(t.reference).limit(limit)
             ).mappings().all()
         return [_row(r) for r in rows]
 

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -118,18 +118,89 @@ async def process(parts: Parts, reference: str) -> Outcome:
         if current is None:
             raise InvalidArgument(f"reference: no transaction {reference!r} is recorded")
         return Outcome.of(current, duplicate=current.final, in_progress=not current.final)
+    assert row.lease_until is not None
+    lease = Lease(reference, row.lease_until, parts.settings.POINTS_LEASE_SECONDS)
     retry_in: float | None = None
     settled = False  # booked or failed: those moves let go of the lease themselves
     try:
         if row.state == "received":
-            retry_in = await _book(parts, ledger, row)
-            settled = retry_in is None
+            try:
+                async with lease.kept(ledger):
+                    retry_in = await _book(parts, ledger, row, lease)
+                    settled = retry_in is None
+            except TimeoutError:  # the lease could not be kept: the work was cut short
+                retry_in = 0.0
     finally:
         if not settled:
             with contextlib.suppress(LeaseLost):
-                ledger.release(reference, retry_in, row.lease_until)
+                ledger.release(reference, retry_in, lease.until)
     # A booked row's balance goes to Engage with the next drain (see take_push_turn).
     return Outcome.of(ledger.get(reference))  # type: ignore[arg-type]
+
+
+# -- the lease ---------------------------------------------------------------------------------
+
+
+class Lease:
+    """A worker's hold on one ledger row: short, and renewed while the work runs.
+
+    A dead worker's row is free again one lease after its last renewal (not after the
+    longest a booking could take). Every ledger move gives `until`, the row's lease_until
+    as last renewed; the keeper (see `kept`) renews it every third of the lease and cuts
+    the work short before the lease could run out unrenewed, so no request of ours is
+    still out when a second worker may take the row.
+    """
+
+    def __init__(self, reference: str, until: datetime, seconds: float) -> None:
+        self.reference, self.until, self.seconds = reference, until, seconds
+        self._deadline: asyncio.Timeout | None = None  # set while `kept` guards the work
+
+    def renew(self, ledger: Ledger) -> None:
+        """Extend the lease to a full one from now (and the work's deadline), or LeaseLost
+        (and the guarded work is cancelled at once)."""
+        try:
+            self.until = ledger.renew(self.reference, self.until, self.seconds)
+        except LeaseLost:
+            self._cut(at_once=True)
+            raise
+        self._cut(at_once=False)
+
+    @contextlib.asynccontextmanager
+    async def kept(self, ledger: Ledger) -> AsyncIterator[None]:
+        """Keep the lease while the block runs; the block is cancelled (TimeoutError) a
+        margin before the lease would run out unrenewed, or at once when it is lost."""
+        async with asyncio.timeout(None) as deadline:
+            self._deadline = deadline
+            self._cut(at_once=False)
+            keeper = asyncio.ensure_future(self._keep(ledger))
+            try:
+                yield
+            finally:
+                self._deadline = None
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+
+    async def _keep(self, ledger: Ledger) -> None:
+        while True:
+            await asyncio.sleep(self.seconds / 3)
+            try:
+                self.renew(ledger)
+            except LeaseLost:
+                log.warning("transaction %s: lease lost to another worker; stopping",
+                            self.reference)
+                return
+            except Exception as exc:  # the database, for a moment: the deadline stands
+                log.warning("transaction %s: lease not renewed (%s)", self.reference, exc)
+
+    def _cut(self, *, at_once: bool) -> None:
+        """Move the guarded work's deadline: now, or a margin before the lease runs out
+        (the margin leaves the cancelled work time to let go before anyone may claim)."""
+        if self._deadline is None:
+            return
+        now = asyncio.get_running_loop().time()
+        left = (self.until - utcnow()).total_seconds() - min(2.0, self.seconds / 6)
+        self._deadline.reschedule(now if at_once else now + left)
 
 
 # -- booking in Treazure ---------------------------------------------------------------------
@@ -141,12 +212,10 @@ class _TryAgain:
     reason: str
 
 
-async def _book(parts: Parts, ledger: Ledger, row: LedgerRow) -> float | None:
+async def _book(parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease) -> float | None:
     """Try to book a few times here; returns when the sweep should try again (None: the
     row is booked or failed)."""
     s = parts.settings
-    lease = row.lease_until
-    assert lease is not None
     for attempt in range(1, s.POINTS_INLINE_ATTEMPTS + 1):
         outcome = await _book_once(parts, ledger, row, lease)
         if outcome is None:
@@ -156,7 +225,7 @@ async def _book(parts: Parts, ledger: Ledger, row: LedgerRow) -> float | None:
                     row.reference, row.attempts, outcome.reason)
         if row.attempts >= s.POINTS_MAX_ATTEMPTS and not row.uncertain:
             ledger.fail(row.reference,
-                        f"gave up after {row.attempts} attempts: {outcome.reason}", lease)
+                        f"gave up after {row.attempts} attempts: {outcome.reason}", lease.until)
             return None
         if attempt < s.POINTS_INLINE_ATTEMPTS:
             await asyncio.sleep(outcome.after)
@@ -165,7 +234,7 @@ async def _book(parts: Parts, ledger: Ledger, row: LedgerRow) -> float | None:
 
 
 async def _book_once(
-    parts: Parts, ledger: Ledger, row: LedgerRow, lease: datetime
+    parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease
 ) -> _TryAgain | None:
     s, treazure, ref = parts.settings, parts.treazure, row.reference
     if row.uncertain:
@@ -179,39 +248,39 @@ async def _book_once(
             return _TryAgain(_pause(exc, 1), f"cannot read the history to resolve: {exc}")
         if found is not None:
             log.info("transaction %s was booked by an earlier attempt", ref)
-            ledger.booked(ref, found.balance_cents, found.mutated_us, lease)
+            ledger.booked(ref, found.balance_cents, found.mutated_us, lease.until)
             return None
-        ledger.not_booked(ref, "not in Treazure's history: sending again", lease)
+        ledger.not_booked(ref, "not in Treazure's history: sending again", lease.until)
     if row.attempts >= s.POINTS_MAX_ATTEMPTS:
-        ledger.fail(ref, f"gave up after {row.attempts} attempts: {row.reason}", lease)
+        ledger.fail(ref, f"gave up after {row.attempts} attempts: {row.reason}", lease.until)
         return None
-    # Never send with too little lease left: a request outliving the lease could meet a
-    # second worker's request for the same transaction.
-    if (lease - utcnow()).total_seconds() < s.HTTP_TIMEOUT_SECONDS + 5:
-        return _TryAgain(0, "lease nearly run out; the sweep tries again")
+    # Never send on an old lease: renewed just now, it is ours for a full lease, and the
+    # keeper cuts the request short before the lease could run out unrenewed, so no
+    # request of ours is still out when a second worker may take the row.
+    lease.renew(ledger)
     assert row.amount_cents is not None and row.description is not None
-    ledger.sending(ref, lease)
+    ledger.sending(ref, lease.until)
     try:
         balance = await treazure.book_points(
             row.contact_id, row.amount_cents, row.description, ref)
     except Ambiguous as exc:
-        ledger.still_uncertain(ref, str(exc), lease)
+        ledger.still_uncertain(ref, str(exc), lease.until)
         return _TryAgain(s.POINTS_SETTLE_SECONDS, str(exc))
     except Retryable as exc:
-        ledger.not_booked(ref, str(exc), lease)
+        ledger.not_booked(ref, str(exc), lease.until)
         return _TryAgain(_pause(exc, row.attempts + 1), str(exc))
     except Rejected as exc:
         if exc.status == 401:  # our credentials, not the transaction: not booked
-            ledger.not_booked(ref, str(exc), lease)
+            ledger.not_booked(ref, str(exc), lease.until)
             return _TryAgain(_pause(exc, row.attempts + 1), str(exc))
-        ledger.fail(ref, _refusal(exc), lease)
+        ledger.fail(ref, _refusal(exc), lease.until)
         return None
     # Booked. Treazure's own time for it orders it against the sync's balances.
     booking = await _booking_time(parts, row)
     if booking is None:
-        ledger.booked(ref, balance, None, lease)
+        ledger.booked(ref, balance, None, lease.until)
     else:
-        ledger.booked(ref, booking.balance_cents, booking.mutated_us, lease)
+        ledger.booked(ref, booking.balance_cents, booking.mutated_us, lease.until)
     log.info("transaction %s booked", ref)
     return None
 

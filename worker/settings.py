@@ -94,9 +94,10 @@ class Settings(CoreSettings):
     # The run lock expires this long after its holder stops renewing it (e.g. it was killed).
     SYNC_LOCK_TTL_SECONDS: int = Field(60, ge=2)
 
-    # Point transactions (flow 2). A worker holds a transaction for at most the lease; a
-    # killed worker's transaction is taken over by the sweep once the lease has run out.
-    POINTS_LEASE_SECONDS: int = Field(120, ge=5)
+    # Point transactions (flow 2). A worker holds a transaction under a lease of this length,
+    # renewed every third of it while it works; a killed worker's transaction is taken over
+    # by the next sweep once the lease has run out (so within lease + sweep interval).
+    POINTS_LEASE_SECONDS: int = Field(20, ge=5)
     # Tries inside one task before the row waits for the sweep (with a growing pause).
     POINTS_INLINE_ATTEMPTS: int = Field(3, ge=1)
     # Booking tries in all before a transaction ends `failed` (an operator can replay it).

@@ -21,6 +21,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any, NoReturn, TypeVar
@@ -38,7 +39,7 @@ from worker.arguments import InvalidArgument
 from worker.history import UnknownContact
 from worker.history_store import HistoryStore, MalformedHistory
 from worker.http import RemoteError
-from worker.ledger import Ledger
+from worker.ledger import Ledger, LedgerRow
 from worker.logs import configure_logging
 from worker.metrics import scrape
 from worker.parts import Parts
@@ -48,10 +49,10 @@ from worker.point_request import (
     validate_reference,
     validate_request,
 )
-from worker.points import record
+from worker.points import decimal_text, record
 from worker.runtime import prepare_store, remote
 from worker.settings import ConfigError, WebSettings, exit_on_config_error, get_web_settings
-from worker.store import Store
+from worker.store import Store, utcnow
 
 log = logging.getLogger("pointsync.web")
 
@@ -81,6 +82,12 @@ HISTORY = web.AppKey("history", HistoryStore)
 HISTORY_FETCHER: web.AppKey[HistoryFetcher] = web.AppKey("history_fetcher")
 FETCH_TIMEOUT = web.AppKey("fetch_timeout", float)
 FETCHES: web.AppKey[dict[str, asyncio.Task[dict[str, Any]]]] = web.AppKey("fetches")
+UNSENT: web.AppKey[Unsent] = web.AppKey("unsent")
+# After a failed enqueue, Redis is asked this often whether it is back; then the rows
+# recorded meanwhile are queued, this many per database read.
+RESEND_POLL_SECONDS = 1.0
+RESEND_PAGE = 500
+RECORDED_MARGIN = timedelta(seconds=60)
 
 
 class _Refused(Exception):
@@ -202,12 +209,76 @@ def _record(
 async def _enqueue(app: web.Application, point_request: PointRequest) -> None:
     kwargs = {"contact_id": point_request.contact_id, "amount": str(point_request.amount),
               "description": point_request.description, "reference": point_request.reference}
+    tried_at = utcnow()
     try:
         await blocking(app, app[ENQUEUE], kwargs)
-    except Exception as exc:  # the row is committed: the scheduled sweep sends it later
+    except Exception as exc:  # the row is committed: queued again once Redis is back
+        # It was recorded just before; the margin costs at most a second message for a
+        # row nobody took up yet, which that row's lease makes harmless.
+        app[UNSENT].note(tried_at - RECORDED_MARGIN)
         log.warning("webhook %s: recorded, but queueing its task failed (%s); "
-                    "the sweep will finish it", point_request.reference,
+                    "it is queued once Redis answers again", point_request.reference,
                     _short(exc, app[SETTINGS]))
+
+
+class Unsent:
+    """When this process first failed to queue a recorded row since it last caught up
+    (None: nothing left unsent); `noticed` wakes the resender."""
+
+    def __init__(self) -> None:
+        self.since: datetime | None = None
+        self.noticed = asyncio.Event()
+
+    def note(self, since: datetime) -> None:
+        self.since = since if self.since is None else min(self.since, since)
+        self.noticed.set()
+
+    def take(self) -> datetime | None:
+        since, self.since = self.since, None
+        self.noticed.clear()
+        return since
+
+
+async def _resend_unsent(app: web.Application) -> None:
+    """Once Redis answers again after a failed enqueue, queue the rows this process
+    recorded but could not queue: within seconds of Redis's return, not at the sweep's
+    POINTS_STALE_SECONDS (the sweep stays the last resort)."""
+    unsent = app[UNSENT]
+    while True:
+        await unsent.noticed.wait()
+        if await _check_redis(app) != "ok":
+            await asyncio.sleep(RESEND_POLL_SECONDS)
+            continue
+        since = unsent.take()
+        if since is None:
+            continue
+        queued, error = await blocking(app, _queue_recorded, app, since)
+        if error is not None:  # Redis went away again: this round is taken up later
+            unsent.note(since)
+            log.warning("queueing recorded webhook rows stopped after %d (%s)", queued, error)
+            await asyncio.sleep(RESEND_POLL_SECONDS)
+        elif queued:
+            log.info("Redis answers again: queued %d webhook row(s) recorded meanwhile", queued)
+
+
+def _queue_recorded(app: web.Application, since: datetime) -> tuple[int, str | None]:
+    """Queue every webhook row recorded since `since` and never taken up, page by page;
+    (how many were queued, the error that stopped it or None)."""
+    ledger, queued, after = app[LEDGER], 0, ""
+    while rows := ledger.never_sent(SOURCE, since, after, RESEND_PAGE):
+        for row in rows:
+            try:
+                app[ENQUEUE](_row_kwargs(row))
+            except Exception as exc:
+                return queued, _short(exc, app[SETTINGS])
+            queued += 1
+        after = rows[-1].reference
+    return queued, None
+
+
+def _row_kwargs(row: LedgerRow) -> dict[str, str]:
+    return {"contact_id": row.contact_id, "amount": decimal_text(row.amount_cents) or "",
+            "description": row.description or "", "reference": row.reference}
 
 
 def celery_enqueue(settings: WebSettings) -> Enqueue:
@@ -413,6 +484,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[EXECUTOR].shutdown(wait=True)
 
 
+async def _resender(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.ensure_future(_resend_unsent(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _treazure(app: web.Application) -> AsyncIterator[None]:
     """One set of Treazure clients for the app's lifetime (they belong to its loop)."""
     async with remote(app[SETTINGS]) as parts:
@@ -452,7 +531,9 @@ def create_app(
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pointsync-web")
     app[FETCH_TIMEOUT] = fetch_timeout
     app[FETCHES] = {}
+    app[UNSENT] = Unsent()
     app.cleanup_ctx.append(_resources)
+    app.cleanup_ctx.append(_resender)
     if history_fetcher is not None:
         app[HISTORY_FETCHER] = history_fetcher
         app.cleanup_ctx.append(_injected_fetcher)

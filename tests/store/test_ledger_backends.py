@@ -290,7 +290,8 @@ def test_lost_received_finds_unleased_rows_due_or_left_stale(ledger: Ledger) -> 
         set_row(ledger, ref, created_at=created + timedelta(minutes=n))
     set_row(ledger, "stale", updated_at=old)
     set_row(ledger, "due", next_attempt_at=past)  # touched just now, but due
-    set_row(ledger, "lease-ran-out", lease_until=past, updated_at=old)
+    # Touched just now, but a lease that ran out unrenewed means its holder is gone.
+    set_row(ledger, "lease-ran-out", lease_until=past)
     set_row(ledger, "deferred", next_attempt_at=future, updated_at=old)
     set_row(ledger, "leased", lease_until=future, updated_at=old)
     ledger.booked("booked", 100, 1)
@@ -301,7 +302,12 @@ def test_lost_received_finds_unleased_rows_due_or_left_stale(ledger: Ledger) -> 
     lost = ledger.lost_received(stale_seconds=600)
     assert [r.reference for r in lost] == ["stale", "due", "lease-ran-out"]
     assert [r.reference for r in ledger.lost_received(stale_seconds=600, limit=1)] == ["stale"]
-    # Untouched for an hour is not stale when the limit is two hours.
+    # Untouched for an hour is not stale when the limit is two hours; a lease that ran out
+    # is due at once.
+    assert [r.reference for r in ledger.lost_received(stale_seconds=7200)] == [
+        "due", "lease-ran-out"]
+    # Once the sweep has re-sent it (a retry planned), it waits for that retry.
+    set_row(ledger, "lease-ran-out", next_attempt_at=future)
     assert [r.reference for r in ledger.lost_received(stale_seconds=7200)] == ["due"]
 
 

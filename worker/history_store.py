@@ -1,12 +1,16 @@
 """Stored points history: Treazure's entries per contact, as received, without duplicates.
 
 An entry has no id of its own in Treazure's answer, so its key is a hash of its canonical
-JSON: fetching the same history again (or an overlapping incremental slice) adds nothing.
+JSON and, for the second and later of identical entries in one answer (two bookings alike
+in the same second), their place among them: fetching the same history again (or an
+overlapping incremental slice, which holds every entry of its first second) adds nothing,
+and two identical entries stay two.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,6 +77,19 @@ def entry_key(entry: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)).hexdigest()[:40]
 
 
+def entry_keys(entries: Iterable[dict[str, Any]]) -> list[str]:
+    """The keys of one answer's entries: the content's hash, then `-1`, `-2`, … for the
+    repeats of an identical entry (the first keeps the bare hash that keys stored before
+    this rule used)."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for entry in entries:
+        key = entry_key(entry)
+        keys.append(f"{key}-{seen[key]}" if seen[key] else key)
+        seen[key] += 1
+    return keys
+
+
 def entry_time_us(entry: dict[str, Any]) -> int:
     try:
         return utc_micros(datetime.fromisoformat(str(entry["dateTime"])))
@@ -90,10 +107,11 @@ class HistoryStore:
         """Store new entries (known ones are skipped) and mark the contact fetched, in one
         transaction; returns how many entries were new."""
         now = utcnow()
+        entries = list(entries)
         rows = [
-            {"contact_id": contact_id, "entry_key": entry_key(e), "at_us": entry_time_us(e),
+            {"contact_id": contact_id, "entry_key": key, "at_us": entry_time_us(e),
              "entry": orjson.dumps(e).decode(), "fetched_at": now}
-            for e in entries
+            for e, key in zip(entries, entry_keys(entries), strict=True)
         ]
         newest = max((r["at_us"] for r in rows), default=None)
         with self.engine.begin() as conn:

@@ -230,3 +230,35 @@ def test_a_malformed_entry_raises_and_stores_nothing_of_that_call(
     assert history.page(CONTACT, 0, 10) == ([E1], 1)
     fetched = history.fetched(CONTACT)
     assert fetched is not None and fetched.newest_at_us == us(E1["dateTime"])
+
+
+# -- identical entries ------------------------------------------------------------------------
+
+# Two separate bookings Treazure reports alike: same second, amount, balance, no receiptNr.
+TWIN = entry("2026-11-21T10:30:00Z", 5, 125, comment="kiosk bonus")
+
+
+def test_two_identical_entries_in_one_answer_are_both_kept(history: HistoryStore) -> None:
+    assert history.save(CONTACT, [E1, TWIN, TWIN]) == 3
+
+    items, count = history.page(CONTACT, 0, 10)
+    assert count == 3
+    assert items == [TWIN, TWIN, E1]
+
+
+def test_refetching_a_slice_with_identical_entries_adds_nothing(history: HistoryStore) -> None:
+    history.save(CONTACT, [E1, TWIN, TWIN])
+
+    # The next incremental fetch starts at the newest stored second: the pair comes again.
+    assert history.save(CONTACT, [TWIN, TWIN, E4]) == 1
+    assert history.save(CONTACT, [E1, TWIN, TWIN, E4]) == 0
+    assert total(history) == 4
+
+
+def test_the_second_of_two_identical_entries_is_added_when_a_later_slice_has_it(
+    history: HistoryStore,
+) -> None:
+    history.save(CONTACT, [E1, TWIN])  # fetched between the two bookings
+
+    assert history.save(CONTACT, [TWIN, TWIN]) == 1
+    assert total(history) == 3

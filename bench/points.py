@@ -81,6 +81,16 @@ class Stack:
     worker: CeleryProcess
     web: WebProcess
     secret: str
+    redis: redis.Redis
+
+
+def redis_footprint(r: redis.Redis) -> tuple[int, int]:
+    """(used memory in bytes, keys) of the benchmark's Redis database."""
+    return int(r.info("memory")["used_memory"]), int(r.dbsize())
+
+
+def per_10k(delta: int, transactions: int) -> int:
+    return round(delta * 10_000 / max(1, transactions))
 
 
 @contextlib.contextmanager
@@ -102,7 +112,7 @@ def running_stack(contacts: int, concurrency: int, redis_url: str, work: Path) -
                    "WEB_API_KEY": "bench-key"}
         web = start_web(web_env, work / "web.log")
         cleanup.callback(web.stop)
-        yield Stack(sims, worker, web, secret)
+        yield Stack(sims, worker, web, secret, redis.Redis.from_url(redis_url))
 
 
 def signed_delivery(webhook: Webhook, contact: str) -> tuple[bytes, dict[str, str]]:
@@ -229,12 +239,18 @@ async def run_phase(
     items = [Delivery(contact) for contact in contacts]
     webhook = Webhook(stack.secret)
     before = cpu_seconds(stack)
+    memory_before, keys_before = redis_footprint(stack.redis)
     achieved = await send_steadily(
         client, f"{stack.web.url}/webhooks/engage", webhook, items, rate)
     await await_arrivals(client, engage, items)
     spent = {name: used - before.get(name, 0.0) for name, used in cpu_seconds(stack).items()}
+    memory_after, keys_after = redis_footprint(stack.redis)
     result = summarize(rate, items, achieved)
     accepted = max(1, sum(i.accepted for i in items))
+    # What the phase left in Redis once every balance reached Engage: with nothing kept per
+    # transaction this stays near zero whatever the volume (results, markers, queues).
+    result["redis_bytes_per_10k"] = per_10k(memory_after - memory_before, accepted)
+    result["redis_keys_per_10k"] = per_10k(keys_after - keys_before, accepted)
     result["cpu_ms_per_transaction"] = {
         name: round(seconds * 1000 / accepted, 2) for name, seconds in spent.items()}
     result.update(engage_figures((await client.get(f"{engage}/_sim/stats")).json()))
@@ -289,6 +305,7 @@ async def run_phases(stack: Stack, rates: list[float], seconds: float,
                      ids: list[str]) -> dict[str, Any]:
     """The rates in order, stopping after the first that fails; then the book checks."""
     began_us = time.time_ns() // 1000
+    memory_at_start, keys_at_start = redis_footprint(stack.redis)
     phases: list[dict[str, Any]] = []
     booked: Counter[str] = Counter()
     cursor = 0
@@ -307,7 +324,13 @@ async def run_phases(stack: Stack, rates: list[float], seconds: float,
                 break
             await asyncio.sleep(SETTLE)
         checks = await check_books(client, stack.sims, booked, began_us)
-    return {"phases": phases, "checks": checks}
+    memory_at_end, keys_at_end = redis_footprint(stack.redis)
+    total = sum(booked.values())
+    redis_growth = {"transactions": total,
+                    "bytes_per_10k": per_10k(memory_at_end - memory_at_start, total),
+                    "keys_per_10k": per_10k(keys_at_end - keys_at_start, total),
+                    "keys_at_end": keys_at_end}
+    return {"phases": phases, "checks": checks, "redis": redis_growth}
 
 
 def verdict(phases: list[dict[str, Any]], rates: list[float]) -> dict[str, Any]:
@@ -331,13 +354,15 @@ def print_points(result: dict[str, Any]) -> None:
     print(f"\npoints benchmark ({platform.node()}, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, "
           f"worker concurrency {result['worker_concurrency']})")
     head = ("rate/s", "sent", "achieved/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
-            "missing", "non-2xx", "ack p95 ms", "Engage req", "CPU ms/tx", "")
+            "missing", "non-2xx", "ack p95 ms", "Engage req", "CPU ms/tx", "Redis B/10k",
+            "")
     print("  " + "  ".join(f"{h:>10}" for h in head[:-1]))
     for p in result["phases"]:
         cells = (f"{p['rate']:g}", p["sent"], p["achieved_per_second"], _ms(p["p50_seconds"]),
                  _ms(p["p95_seconds"]), _ms(p["p99_seconds"]), _ms(p["max_seconds"]),
                  p["missing"], p["non_2xx"], _ms(p["ack_p95_seconds"]),
-                 p["engage_push_requests"], f"{sum(p['cpu_ms_per_transaction'].values()):.1f}")
+                 p["engage_push_requests"], f"{sum(p['cpu_ms_per_transaction'].values()):.1f}",
+                 p["redis_bytes_per_10k"])
         note = "ok" if p["passed"] else "FAILED: " + ", ".join(p["failed_because"])
         print("  " + "  ".join(f"{c:>10}" for c in cells) + f"  {note}")
     print("  CPU ms per transaction, by part (reference phase): " + ", ".join(
@@ -352,6 +377,9 @@ def print_points(result: dict[str, Any]) -> None:
          f"{c['compared']} compared, {c['expected_compared']} contacts accepted"),
         ("one booking per delivery", "yes" if c["history_mismatches"] == 0 else
          f"NO ({c['history_mismatches']} accounts)", ""),
+        ("Redis memory per 10,000 tx", f"{result['redis']['bytes_per_10k'] / 1024:.0f} KiB",
+         f"{result['redis']['keys_per_10k']} keys per 10,000; "
+         f"{result['redis']['transactions']} transactions in all"),
         ("CPU calibration", f"{result['cpu_calibration_seconds']:.2f} s",
          "fixed workload; lower is a faster machine"),
     ]

@@ -82,7 +82,7 @@ class PointsyncCollector:
         families = _watermark(store.watermark(), self.now)
         families += _runs(store.recent_runs(RECENT_RUNS, kind="sync"),
                           store.last_success_finished())
-        families += _ledger(ledger.counts_by_state(), ledger.oldest_open_created_at(), self.now)
+        families += _ledger(ledger.state_totals(), ledger.oldest_open_created_at(), self.now)
         return families
 
     # -- Redis: remote responses and the broker's queues -----------------------------------

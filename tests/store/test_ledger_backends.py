@@ -365,3 +365,63 @@ def test_counts_by_state_and_listing(ledger: Ledger) -> None:
     assert [r.reference for r in ledger.listing()] == ["f2", "a1", "f1", "b1", "r2", "r1"]
     assert [r.reference for r in ledger.listing(limit=2)] == ["f2", "a1"]
     assert ledger.listing("nonsense") == []
+
+
+# -- the counts /metrics reads ----------------------------------------------------------------
+
+
+def exact_counts(ledger: Ledger) -> dict[str, int]:
+    return {"received": 0, "booked": 0, "applied": 0, "failed": 0, **ledger.counts_by_state()}
+
+
+def test_state_totals_stay_exact_through_every_kind_of_move(ledger: Ledger) -> None:
+    """The running totals of final states agree with a full count after each move: moves
+    by the ledger's methods, repeats of a move, rows written or deleted by plain SQL."""
+    steps: list[Any] = [
+        lambda: [recorded(ledger, ref) for ref in ("t1", "t2", "t3", "t4", "t5")],
+        lambda: ledger.record_invalid("bad-1", 1, None, "webhook", "amount: not a number"),
+        lambda: ledger.booked("t1", 100, 1),
+        lambda: ledger.booked("t2", 200, 2),
+        lambda: ledger.applied(["t1", "t2"], []),
+        lambda: ledger.applied(["t1"], []),  # applied again: no move
+        lambda: ledger.fail("t3", "refused"),
+        lambda: ledger.fail("t3", "refused again"),  # failed again: no move
+        lambda: ledger.fail_many({"t4": "a", "bad-1": "b"}),
+        lambda: ledger.reopen("t3"),
+        lambda: set_row(ledger, "t5", state="applied"),
+        lambda: _delete(ledger, "t1", "bad-1"),  # a purge of old rows
+    ]
+    assert ledger.state_totals() == exact_counts(ledger)
+    for step in steps:
+        step()
+        assert ledger.state_totals() == exact_counts(ledger)
+    assert exact_counts(ledger) == {"received": 1, "booked": 0, "applied": 2, "failed": 1}
+
+
+def _delete(ledger: Ledger, *references: str) -> None:
+    with ledger.engine.begin() as conn:
+        conn.execute(point_transactions.delete()
+                     .where(point_transactions.c.reference.in_(references)))
+
+
+def test_the_totals_start_from_the_rows_a_database_already_holds(database_url: str) -> None:
+    from alembic import command
+
+    from worker.store import migrations_config
+
+    engine = make_engine(database_url)
+    config = migrations_config()
+    with engine.begin() as conn:  # the schema as it was before the totals
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0005")
+    ledger = Ledger(Store(engine))
+    for ref in ("old-1", "old-2", "old-3"):
+        recorded(ledger, ref)
+    ledger.applied(["old-1"], [])
+    ledger.fail("old-2", "refused")
+
+    upgrade_schema(engine)
+
+    assert ledger.state_totals() == exact_counts(ledger) == \
+        {"received": 1, "booked": 0, "applied": 1, "failed": 1}
+    engine.dispose()

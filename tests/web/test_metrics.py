@@ -15,7 +15,7 @@ import pytest
 import redis
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import update
+from sqlalchemy import event, update
 
 from tests.support.web import CLOSED_REDIS, ENV, REDIS_DB11
 from worker import web
@@ -263,3 +263,29 @@ async def test_the_scrape_reads_off_the_event_loop_and_shows_no_secret(
     assert len(threads) == 1 and threads[0].startswith("pointsync-web")
     for name in ("TREAZURE_CLIENT_SECRET", "ENGAGE_API_KEY", "WEBHOOK_SECRET", "WEB_API_KEY"):
         assert ENV[name] not in text
+
+
+async def test_a_scrape_counts_the_ledger_without_a_group_by(
+    serve: Callable[..., Any], metrics_settings: WebSettings, metrics_store: Store,
+    shared_redis: redis.Redis,
+) -> None:
+    """A full GROUP BY over millions of ledger rows on every scrape would load the database
+    for a gauge; final states come from running totals, open ones from the state index."""
+    ledger = Ledger(metrics_store)
+    for reference in ("m1", "m2", "m3"):
+        ledger.record(PointRequest(CONTACT, 100, "test", reference), "task")
+    ledger.booked("m1", 100, 1)
+    ledger.applied(["m1"], [])
+    ledger.fail("m2", "refused")
+    statements: list[str] = []
+    event.listen(metrics_store.engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, *rest: statements.append(statement))
+    client = await serve(metrics_settings, metrics_store, lambda kwargs: None)
+
+    samples, _, _ = await scrape(client)
+
+    assert {state: value(samples, "pointsync_point_transactions", state=state)
+            for state in ("received", "booked", "applied", "failed")} == \
+        {"received": 1, "booked": 0, "applied": 1, "failed": 1}
+    ledger_reads = [s for s in statements if "point_transactions" in s]
+    assert ledger_reads and not [s for s in ledger_reads if "GROUP BY" in s.upper()]

@@ -297,7 +297,9 @@ def celery_enqueue(settings: WebSettings) -> Enqueue:
     policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
     def enqueue(kwargs: dict[str, str]) -> object:
-        return sender.send_task("pointsync.add_points", kwargs=kwargs, retry_policy=policy)
+        # Nobody reads this result (the ledger row is the outcome): none is stored.
+        return sender.send_task("pointsync.add_points", kwargs=kwargs, retry_policy=policy,
+                                ignore_result=True)
 
     return enqueue
 

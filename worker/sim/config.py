@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 from worker.sim.errors import bad_request
+from worker.sim.faults import is_chance_kind
 from worker.sim.targets import TARGETS
 
 
@@ -23,6 +24,9 @@ class SimConfig:
     client_secret: str = "sim-secret"
     api_key: str = "sim-key"  # Engage apikey
     latency: Mapping[str, float] = field(default_factory=dict)  # target → seconds per request
+    # target → {fault kind → share of requests}: each request draws at most one fault
+    # (queued faults go first); kinds: drop, drop_after_apply, status_<code> (e.g. status_503).
+    fault_shares: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def updated(self, changes: Mapping[str, Any]) -> Self:
         """A copy with `changes` applied; refuses unknown names and out-of-range values."""
@@ -33,7 +37,8 @@ class SimConfig:
         return dataclasses.replace(self, **checked)
 
     def as_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "latency": dict(self.latency)}
+        return {**dataclasses.asdict(self), "latency": dict(self.latency),
+                "fault_shares": {t: dict(kinds) for t, kinds in self.fault_shares.items()}}
 
 
 def _integer(minimum: int) -> Callable[[str, Any], int]:
@@ -70,6 +75,22 @@ def _latency(name: str, value: Any) -> dict[str, float]:
     return {target: _seconds(f"{name}.{target}", delay) for target, delay in value.items()}
 
 
+def _fault_shares(name: str, value: Any) -> dict[str, dict[str, float]]:
+    if not isinstance(value, dict) or not set(value) <= TARGETS:
+        raise bad_request(f"{name} must map targets ({', '.join(sorted(TARGETS))}) to shares")
+    return {target: _shares(f"{name}.{target}", kinds) for target, kinds in value.items()}
+
+
+def _shares(name: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, dict) or not all(map(is_chance_kind, value)):
+        raise bad_request(f"{name} must map fault kinds (drop, drop_after_apply, "
+                          "status_<code>) to shares")
+    shares = {kind: _seconds(f"{name}.{kind}", share) for kind, share in value.items()}
+    if sum(shares.values()) > 1:
+        raise bad_request(f"{name}: the shares add up to more than 1")
+    return shares
+
+
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "engage_rate_limit": _integer(1),
     "job_running_polls": _integer(0),
@@ -83,4 +104,5 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "client_secret": _text,
     "api_key": _text,
     "latency": _latency,
+    "fault_shares": _fault_shares,
 }

@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from worker.sim.errors import SimError
-from worker.sim.faults import Fault
+from worker.sim.faults import Fault, drawn_fault
 from worker.sim.responses import drop_connection, error_response, fault_response, json_response
-from worker.sim.state import STATE
+from worker.sim.state import STATE, SimState
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # A guard answers a request it refuses (bad credentials, rate limit) and returns None otherwise.
@@ -23,7 +23,7 @@ def api_endpoint(target: str, handler: Handler, guard: Guard | None = None) -> H
         delay = state.config.latency.get(target)
         if delay:
             await asyncio.sleep(delay)
-        response = await _respond(request, handler, guard, state.faults.take(target))
+        response = await _respond(request, handler, guard, _fault_for(state, target))
         if response is None:
             state.stats.answered(target, "drop")
             return drop_connection(request)
@@ -31,6 +31,14 @@ def api_endpoint(target: str, handler: Handler, guard: Guard | None = None) -> H
         return response
 
     return serve
+
+
+def _fault_for(state: SimState, target: str) -> Fault | None:
+    """A queued fault first; else one drawn by the configured shares."""
+    queued = state.faults.take(target)
+    if queued is not None:
+        return queued
+    return drawn_fault(state.config.fault_shares.get(target, {}), state.fault_rng)
 
 
 async def _respond(

@@ -1,6 +1,8 @@
 """Queued faults: each is consumed by the next `count` requests to its target."""
 
+import random
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +49,34 @@ class Faults:
 
     def pending(self) -> int:
         return sum(fault.remaining for queue in self._queues.values() for fault in queue)
+
+
+# Kinds a request may draw by chance (SimConfig.fault_shares): the status is in the name.
+CHANCE_KINDS = frozenset({"drop", "drop_after_apply"})
+STATUS_PREFIX = "status_"
+
+
+def is_chance_kind(kind: object) -> bool:
+    if not isinstance(kind, str):
+        return False
+    if kind in CHANCE_KINDS:
+        return True
+    code = kind.removeprefix(STATUS_PREFIX)
+    return kind.startswith(STATUS_PREFIX) and code.isdigit() and 100 <= int(code) <= 599
+
+
+def drawn_fault(shares: Mapping[str, float], rng: random.Random) -> Fault | None:
+    """A fault drawn with the configured shares (checked by is_chance_kind), or None."""
+    if not shares:
+        return None
+    roll = rng.random()
+    for kind, share in shares.items():
+        if roll < share:
+            if kind.startswith(STATUS_PREFIX):
+                return Fault("status", 1, status=int(kind.removeprefix(STATUS_PREFIX)))
+            return Fault(kind, 1)
+        roll -= share
+    return None
 
 
 def parse_fault(spec: dict[str, Any]) -> tuple[str, Fault]:

@@ -30,6 +30,7 @@ class SimState:
         self.stats = Stats()
         self.limiter = RateLimiter()
         self.rng = random.Random(0)  # fixed seed: random mutations repeat run after run
+        self.fault_rng = random.Random(1)  # faults drawn by fault_shares, also repeatable
 
     def open_accounts(
         self,

@@ -165,11 +165,12 @@ async def send_steadily(
     return (len(items) - 1) / span if span > 0 else float(len(items))
 
 
-async def await_arrivals(client: httpx.AsyncClient, engage: str, items: list[Delivery]) -> None:
+async def await_arrivals(client: httpx.AsyncClient, engage: str, items: list[Delivery],
+                         timeout: float = DRAIN_TIMEOUT) -> None:
     """Polls Engage's set times until every accepted delivery's contact was pushed after it
-    was sent (one delivery per contact per phase), or DRAIN_TIMEOUT passes."""
+    was sent (one delivery per contact per phase), or `timeout` s pass."""
     pending = {item.contact: item for item in items if item.accepted}
-    deadline = time.monotonic() + DRAIN_TIMEOUT
+    deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         response = await client.post(f"{engage}{SET_TIMES}", json={"contactIds": list(pending)})
         response.raise_for_status()

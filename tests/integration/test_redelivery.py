@@ -61,15 +61,17 @@ def test_a_call_without_reference_books_once_when_its_pool_child_dies(
     assert references == [reference]
     assert bookings(sim, CONTACT) == 1
 
-    # The row is finished by the sweep (here on a worker with a short settle pause): its
-    # history holds the receiptNr, so it is booked without a second send.
+    # The row is finished by beat's sweep (here with a worker whose settle pause is short):
+    # its history holds the receiptNr, so it is booked without a second send.
     worker.stop(timeout=5)
-    start_worker(POINTS_SETTLE_SECONDS="0.3", POINTS_LEASE_SECONDS="10",
-                 POINTS_STALE_SECONDS="5", HTTP_TIMEOUT_SECONDS="2")
+    quick = {"POINTS_SETTLE_SECONDS": "0.3", "POINTS_LEASE_SECONDS": "10",
+             "POINTS_STALE_SECONDS": "5", "HTTP_TIMEOUT_SECONDS": "2",
+             "POINTS_SWEEP_INTERVAL_SECONDS": "5"}
+    start_worker(**quick)
+    start_worker("beat", **quick)
     ledger = Ledger(store)
 
     def finished() -> bool:
-        client.send_task("pointsync.sweep_points").get(timeout=30)
         row = ledger.get(reference)
         return row is not None and row.state in ("booked", "applied")
 

@@ -8,7 +8,9 @@ holds the row's lease books it:
 - an uncertain row is resolved by reading the account's history for its receiptNr: found
   means booked, not found means it may be sent again;
 - 429 and connect errors are surely not booked: retried with backoff; a read timeout, a
-  dropped connection or a 5xx may be booked: uncertain, resolved after a short pause;
+  dropped connection or a 5xx may be booked: uncertain, resolved after a short pause
+  (POINTS_SETTLE_SECONDS) that no process waits out: the row is let go, due again after
+  the pause, and the task queued again for then (see `Outcome.retry_in`);
 - a 4xx ends the row `failed` with Treazure's reason (422: insufficient balance).
 
 The new balance reaches Engage through `drain`, scheduled once for many bookings: one
@@ -56,6 +58,13 @@ ENGAGE_RETRY_SECONDS = 30.0
 # pushes what waits in any case).
 PUSH_TURN = "pointsync:points:push_turn"
 PUSH_TURN_TTL_MS = 10_000
+# A row left for later is due again after this, doubling with each booking attempt made
+# (up to POINTS_RETRY_MAX_SECONDS); with the default 10 attempts, Treazure may be away for
+# about six minutes before a transaction ends failed.
+RETRY_BASE_SECONDS = 1.0
+# A task queues itself again for a pause up to this long (far below the broker's visibility
+# timeout, so the delayed message is never handed out twice); a longer one is the sweep's.
+REQUEUE_MAX_SECONDS = 60.0
 
 
 @dataclass
@@ -69,13 +78,16 @@ class Outcome:
     attempts: int
     duplicate: bool = False
     in_progress: bool = False
+    # Seconds until the row, let go unfinished by this call, is due again (None: finished,
+    # or not ours); the task queues itself for then when that is soon (REQUEUE_MAX_SECONDS).
+    retry_in: float | None = None
 
     @classmethod
-    def of(cls, row: LedgerRow, **flags: bool) -> Outcome:
+    def of(cls, row: LedgerRow, *, retry_in: float | None = None, **flags: bool) -> Outcome:
         return cls(
             reference=row.reference, state=row.state, contact_id=row.contact_id,
             amount=decimal_text(row.amount_cents), balance=decimal_text(row.balance_cents),
-            reason=row.reason, attempts=row.attempts, **flags,
+            reason=row.reason, attempts=row.attempts, retry_in=retry_in, **flags,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,6 +134,7 @@ async def process(parts: Parts, reference: str) -> Outcome:
     lease = Lease(reference, row.lease_until, parts.settings.POINTS_LEASE_SECONDS)
     retry_in: float | None = None
     settled = False  # booked or failed: those moves let go of the lease themselves
+    released = False
     try:
         if row.state == "received":
             try:
@@ -134,8 +147,10 @@ async def process(parts: Parts, reference: str) -> Outcome:
         if not settled:
             with contextlib.suppress(LeaseLost):
                 ledger.release(reference, retry_in, lease.until)
+                released = True
     # A booked row's balance goes to Engage with the next drain (see take_push_turn).
-    return Outcome.of(ledger.get(reference))  # type: ignore[arg-type]
+    return Outcome.of(ledger.get(reference),  # type: ignore[arg-type]
+                      retry_in=retry_in if released else None)
 
 
 # -- the lease ---------------------------------------------------------------------------------
@@ -210,10 +225,13 @@ class Lease:
 class _TryAgain:
     after: float
     reason: str
+    # The pause is for Treazure to settle a send that may have been booked: nothing to do
+    # meanwhile, so the row is let go for it instead of this process waiting it out.
+    settling: bool = False
 
 
 async def _book(parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease) -> float | None:
-    """Try to book a few times here; returns when the sweep should try again (None: the
+    """Try to book a few times here; returns when the row should be tried again (None: the
     row is booked or failed)."""
     s = parts.settings
     for attempt in range(1, s.POINTS_INLINE_ATTEMPTS + 1):
@@ -223,14 +241,22 @@ async def _book(parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease) -> f
         row = ledger.get(row.reference)  # type: ignore[assignment]
         log.warning("transaction %s not booked yet (attempt %d): %s",
                     row.reference, row.attempts, outcome.reason)
+        if outcome.settling and outcome.after > 0:
+            return outcome.after
         if row.attempts >= s.POINTS_MAX_ATTEMPTS and not row.uncertain:
             ledger.fail(row.reference,
                         f"gave up after {row.attempts} attempts: {outcome.reason}", lease.until)
             return None
         if attempt < s.POINTS_INLINE_ATTEMPTS:
             await asyncio.sleep(outcome.after)
-    # Left to the sweep, with a pause that grows with the attempts made.
-    return min(s.POINTS_RETRY_MAX_SECONDS, 5.0 * 2 ** min(row.attempts, 16))
+    return retry_pause(s, row.attempts)
+
+
+def retry_pause(settings: Settings, attempts: int) -> float:
+    """The pause before a row that failed its inline attempts is tried again: small at
+    first, doubling with each attempt made."""
+    return min(settings.POINTS_RETRY_MAX_SECONDS,
+               RETRY_BASE_SECONDS * 2 ** min(max(attempts - 1, 0), 16))
 
 
 async def _book_once(
@@ -239,6 +265,8 @@ async def _book_once(
     s, treazure, ref = parts.settings, parts.treazure, row.reference
     if row.uncertain:
         # The last request may have been booked: its receiptNr in the history decides.
+        # The pause was let go for (see `_book`); a row taken early (a redelivery, say)
+        # waits out the rest here: queueing it again would move updated_at, and the pause.
         settle = s.POINTS_SETTLE_SECONDS - (utcnow() - row.updated_at).total_seconds()
         if settle > 0:
             await asyncio.sleep(settle)
@@ -265,7 +293,7 @@ async def _book_once(
             row.contact_id, row.amount_cents, row.description, ref)
     except Ambiguous as exc:
         ledger.still_uncertain(ref, str(exc), lease.until)
-        return _TryAgain(s.POINTS_SETTLE_SECONDS, str(exc))
+        return _TryAgain(s.POINTS_SETTLE_SECONDS, str(exc), settling=True)
     except Retryable as exc:
         ledger.not_booked(ref, str(exc), lease.until)
         return _TryAgain(_pause(exc, row.attempts + 1), str(exc))

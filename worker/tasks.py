@@ -83,6 +83,14 @@ def add_points(
     outcome, push_turn = run_with_parts(work)
     if push_turn:
         push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
+    if outcome.retry_in is not None and outcome.retry_in <= points.REQUEUE_MAX_SECONDS:
+        # The row is due again soon (a send settling, a short backoff): this same call
+        # then, not a process waiting for it; should the message be lost, the sweep
+        # finds the row due.
+        add_points.apply_async(
+            kwargs={"contact_id": contact_id, "amount": amount, "description": description,
+                    "reference": request.reference, "source": source},
+            countdown=outcome.retry_in, **NO_RESULT)
     return outcome.as_dict()
 
 

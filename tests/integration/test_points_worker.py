@@ -118,7 +118,8 @@ def test_each_fault_still_books_exactly_once(
     start_worker(**{**FAST, "POINTS_SETTLE_SECONDS": "1.5"})
     fault(seeded, target, kind, **extra)
     result = add(client, contact, "-3", "ref-fault").get(timeout=90)
-    assert result["state"] in ("booked", "applied"), result
+    # An ambiguous answer lets the row go for the settle pause: the task queued again books.
+    assert result["state"] in ("booked", "applied") or result["retry_in"] is not None, result
     wait_applied(store, "ref-fault")
     assert bookings(seeded, contact) == 1
     assert engage_equals_treazure(seeded, contact)

@@ -38,16 +38,15 @@ def test_a_call_without_reference_books_once_when_its_pool_child_dies(
     sim: Sim, start_worker: Callable[..., CeleryProcess], client: Celery, store: Store
 ) -> None:
     sim.post("seed", {"contacts": 1})
-    # The booking is applied but its answer lost; the child then waits (settle pause) before
-    # it reads the history: that is where it is killed, as the OOM killer would.
-    worker = start_worker(concurrency=1, POINTS_SETTLE_SECONDS="60", POINTS_LEASE_SECONDS="10",
-                          HTTP_TIMEOUT_SECONDS="2")
-    sim.post("faults", {"target": "treazure.transaction", "kind": "drop_after_apply"})
+    # The booking request hangs in Treazure: the child is killed while it waits for the
+    # answer, as the OOM killer would.
+    worker = start_worker(concurrency=1, POINTS_LEASE_SECONDS="10", HTTP_TIMEOUT_SECONDS="30")
+    sim.post("faults", {"target": "treazure.transaction", "kind": "latency", "seconds": 5})
     call = client.send_task("pointsync.add_points", kwargs={
         "contact_id": CONTACT, "amount": "7", "description": "no reference given"})
-    wait_for(lambda: bookings(sim, CONTACT) == 1, 30, "the booking to reach Treazure")
-    child = only_pool_child(worker)
-    os.kill(child, signal.SIGKILL)  # one child, not the worker's process group
+    wait_for(lambda: sim.stats()["arrived"].get("treazure.transaction", 0) >= 1, 30,
+             "the booking request to reach Treazure")
+    os.kill(only_pool_child(worker), signal.SIGKILL)  # one child, not the process group
 
     # Celery requeues the message; the same call runs again in another child and must find
     # the transaction the first delivery recorded, not book a new one.
@@ -59,10 +58,10 @@ def test_a_call_without_reference_books_once_when_its_pool_child_dies(
             point_transactions.select().with_only_columns(point_transactions.c.reference)
         ).scalars().all()
     assert references == [reference]
-    assert bookings(sim, CONTACT) == 1
 
-    # The row is finished by beat's sweep (here with a worker whose settle pause is short):
-    # its history holds the receiptNr, so it is booked without a second send.
+    # The row is finished by beat's sweep once the dead child's lease ran out: Treazure's
+    # history for its receiptNr decides whether the hanging request was booked, so the
+    # account ends with exactly one booking either way.
     worker.stop(timeout=5)
     quick = {"POINTS_SETTLE_SECONDS": "0.3", "POINTS_LEASE_SECONDS": "10",
              "POINTS_STALE_SECONDS": "5", "HTTP_TIMEOUT_SECONDS": "2",
@@ -76,6 +75,4 @@ def test_a_call_without_reference_books_once_when_its_pool_child_dies(
         return row is not None and row.state in ("booked", "applied")
 
     wait_for(finished, 60, "the sweep to finish the transaction")
-    row = ledger.get(reference)
-    assert row is not None and row.attempts == 1
     assert bookings(sim, CONTACT) == 1

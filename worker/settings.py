@@ -98,12 +98,14 @@ class Settings(CoreSettings):
     # renewed every third of it while it works; a killed worker's transaction is taken over
     # by the next sweep once the lease has run out (so within lease + sweep interval).
     POINTS_LEASE_SECONDS: int = Field(20, ge=5)
-    # Tries inside one task before the row waits for the sweep (with a growing pause).
+    # Tries inside one task before the row is let go; it is due again after 1 s doubling per
+    # attempt, the task queued again when that is within a minute, else the sweep takes it.
     POINTS_INLINE_ATTEMPTS: int = Field(3, ge=1)
     # Booking tries in all before a transaction ends `failed` (an operator can replay it).
     POINTS_MAX_ATTEMPTS: int = Field(10, ge=1)
     POINTS_RETRY_MAX_SECONDS: float = Field(300, gt=0)
-    # After an ambiguous booking, wait this long before reading the history for it.
+    # After an ambiguous booking, wait this long before reading the history for it. The row is
+    # released for the pause and its task queued again for then: no process waits it out.
     POINTS_SETTLE_SECONDS: float = Field(2.0, ge=0)
     # History is read from the first send less this margin (clock skew between us and Treazure).
     POINTS_HISTORY_MARGIN_SECONDS: int = Field(600, ge=0)

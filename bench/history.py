@@ -35,8 +35,8 @@ from celery import Celery
 from run import RESULTS, cpu_calibration  # bench/run.py: same results folder, same yardstick
 from sqlalchemy import select
 
-from worker.celery import celery_config
-from worker.harness import (
+from sims.guids import seeded_ids
+from sims.harness import (
     CeleryProcess,
     Simulators,
     ensure_redis,
@@ -44,11 +44,11 @@ from worker.harness import (
     start_simulators,
     stop,
 )
-from worker.history_store import history_contacts
-from worker.runtime import prepare_store
-from worker.settings import CoreSettings
-from worker.sim.guids import seeded_ids
-from worker.store import Store
+from worker.base.settings import CoreSettings
+from worker.faces.celery.app import celery_config
+from worker.faces.runtime import prepare_store
+from worker.store.database import Store
+from worker.store.history import history_contacts
 
 SYNC = "pointsync.sync_balances"
 REFRESH = "pointsync.refresh_history"

@@ -37,7 +37,9 @@ import redis
 from run import RESULTS, cpu_calibration  # bench/run.py: same results folder, same yardstick
 from svix.webhooks import Webhook
 
-from worker.harness import (
+from sims.clock import format_us
+from sims.guids import seeded_ids
+from sims.harness import (
     CeleryProcess,
     Simulators,
     WebProcess,
@@ -48,8 +50,6 @@ from worker.harness import (
     start_web,
     stop,
 )
-from worker.sim.clock import format_us
-from worker.sim.guids import seeded_ids
 
 TARGET_RATE = 100.0  # transactions/s the issue asks for on a 2-core machine
 P95_BOUND = 1.0  # seconds: a rate is sustained while p95 stays under this

@@ -39,8 +39,8 @@ from points import (  # bench/points.py: the same stack, deliveries and checks
 from run import RESULTS, cpu_calibration
 from svix.webhooks import Webhook
 
-from worker.harness import ensure_redis, start_celery
-from worker.sim.guids import seeded_ids
+from sims.guids import seeded_ids
+from sims.harness import ensure_redis, start_celery
 
 OUTPUT = RESULTS / "points_faults.json"
 TIMEOUT = 900.0  # seconds after the first send before a transaction counts as missing

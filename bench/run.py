@@ -24,7 +24,7 @@ import psutil
 import redis
 from celery import Celery
 
-from worker.harness import ensure_redis, start_celery, start_simulators, stop
+from sims.harness import ensure_redis, start_celery, start_simulators, stop
 
 RESULTS = Path(__file__).parent / "results"
 

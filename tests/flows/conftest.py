@@ -11,12 +11,12 @@ import pytest
 import respx
 
 from tests.support.flows import ENGAGE, JOB, TREAZURE, FakeRemotes, Parts
-from worker import settings as settings_module
-from worker.engage import EngageClient
-from worker.ratelimit import SharedRateLimiter
-from worker.settings import Settings
-from worker.store import Store, make_engine, upgrade_schema
-from worker.treazure import TreazureClient
+from worker.base import settings as settings_module
+from worker.base.ratelimit import SharedRateLimiter
+from worker.base.settings import Settings
+from worker.store.database import Store, make_engine, upgrade_schema
+from worker.systems.engage.client import EngageClient
+from worker.systems.treazure.client import TreazureClient
 
 
 @pytest.fixture

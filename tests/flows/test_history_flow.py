@@ -14,14 +14,14 @@ import orjson
 import pytest
 
 from tests.support.flows import TREAZURE, FakeRemotes, Parts
-from worker import history
-from worker.history_store import HistoryStore, MalformedHistory
-from worker.http import Rejected, Retryable
-from worker.money import utc_micros
-from worker.parts import Parts as FlowParts
-from worker.point_request import InvalidArgument
-from worker.pushguard import PushGuard
-from worker.settings import Settings
+from worker.base.http import Rejected, Retryable
+from worker.base.money import utc_micros
+from worker.base.point_request import InvalidArgument
+from worker.base.settings import Settings
+from worker.flows import history
+from worker.flows.parts import Parts as FlowParts
+from worker.store.history import HistoryStore, MalformedHistory
+from worker.store.pushguard import PushGuard
 
 A, B, C, D = (f"00000000-0000-4000-8000-00000000000{i}" for i in (1, 2, 3, 4))
 UNKNOWN = "00000000-0000-4000-8000-0000000000ff"

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from tests.support.flows import TREAZURE, FakeRemotes, Parts
-from worker import parts as worker_parts
-from worker import reconcile
-from worker.money import from_utc_micros, utc_micros
-from worker.pushguard import PushGuard
-from worker.sync import RUN_LOCK, Counts, push_entries, run_sync
-from worker.treazure import BalanceEntry
+from worker.base.money import from_utc_micros, utc_micros
+from worker.flows import parts as worker_parts
+from worker.flows import reconcile
+from worker.flows.sync import RUN_LOCK, Counts, push_entries, run_sync
+from worker.store.pushguard import PushGuard
+from worker.systems.treazure.client import BalanceEntry
 
 A, B, C = (f"00000000-0000-0000-0000-00000000000{i}" for i in (1, 2, 3))
 T1, T2 = "2026-11-21T08:00:00Z", "2026-11-21T09:00:00Z"

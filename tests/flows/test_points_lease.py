@@ -16,12 +16,12 @@ from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
 from tests.support.flows import TREAZURE, FakeRemotes, Parts
-from worker import points
-from worker.ledger import Ledger, point_transactions
-from worker.parts import Parts as FlowParts
-from worker.point_request import validate_request
-from worker.pushguard import PushGuard
-from worker.store import utcnow
+from worker.base.point_request import validate_request
+from worker.flows import points
+from worker.flows.parts import Parts as FlowParts
+from worker.store.database import utcnow
+from worker.store.ledger import Ledger, point_transactions
+from worker.store.pushguard import PushGuard
 
 CONTACT = "00000000-0000-0000-0000-0000000000c1"
 ACCOUNT = f"{TREAZURE}/api/v1.0/LoyaltyVault/Account/{CONTACT}"

@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from tests.support.flows import FakeRemotes, Parts
-from worker import points
-from worker.ledger import Ledger
-from worker.money import utc_micros
-from worker.parts import Parts as FlowParts
-from worker.point_request import validate_request
-from worker.pushguard import Claim, PushGuard
-from worker.sync import run_sync
+from worker.base.money import utc_micros
+from worker.base.point_request import validate_request
+from worker.flows import points
+from worker.flows.parts import Parts as FlowParts
+from worker.flows.sync import run_sync
+from worker.store.ledger import Ledger
+from worker.store.pushguard import Claim, PushGuard
 
 A, B = "00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"
 T1, T2, T3 = "2026-11-21T08:00:00Z", "2026-11-21T09:00:00Z", "2026-11-21T10:00:00Z"

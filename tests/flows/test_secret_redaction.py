@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tests.support.flows import TREAZURE, FakeRemotes, Parts
-from worker import points
-from worker.ledger import Ledger
-from worker.point_request import validate_request
+from worker.base.point_request import validate_request
+from worker.flows import points
+from worker.store.ledger import Ledger
 
 CONTACT = "6c1e0000-0000-0000-0000-000000000001"
 # What the flow settings configure (tests/flows/conftest.py), and the token they are given.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.flows import FakeRemotes, Parts
-from worker.store import Store, make_engine, upgrade_schema
-from worker.sync import run_sync
+from worker.flows.sync import run_sync
+from worker.store.database import Store, make_engine, upgrade_schema
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 import redis
 from celery import Celery
 
+from sims.harness import CeleryProcess, Simulators, start_celery, start_simulators, stop
 from tests.support.integration import REDIS_URL, Sim
-from worker.harness import CeleryProcess, Simulators, start_celery, start_simulators, stop
-from worker.runtime import prepare_store
-from worker.store import Store
+from worker.faces.runtime import prepare_store
+from worker.store.database import Store
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,12 @@ import pytest
 from celery import Celery
 from sqlalchemy import func, select
 
+from sims.guids import seeded_ids
+from sims.harness import BIN, CeleryProcess
 from tests.support.integration import Sim
-from worker.harness import BIN, CeleryProcess
-from worker.ledger import Ledger
-from worker.point_request import validate_request
-from worker.sim.guids import seeded_ids
-from worker.store import Store, contact_balances
+from worker.base.point_request import validate_request
+from worker.store.database import Store, contact_balances
+from worker.store.ledger import Ledger
 
 pytestmark = pytest.mark.integration
 

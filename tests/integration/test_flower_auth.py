@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sims.harness import BIN, ManagedProcess, _wait_until, free_port
 from tests.support.integration import REDIS_URL
-from worker.harness import BIN, ManagedProcess, _wait_until, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ from celery import Celery
 from celery.result import AsyncResult
 from sqlalchemy import func, select
 
+from sims.guids import seeded_ids
+from sims.harness import CeleryProcess, start_celery
 from tests.support.integration import Sim, logged_results, wait_for
-from worker.celery import celery_config
-from worker.harness import CeleryProcess, start_celery
-from worker.history_store import HistoryStore, history_contacts, points_history
-from worker.settings import CoreSettings
-from worker.sim.guids import seeded_ids
-from worker.store import Store
+from worker.base.settings import CoreSettings
+from worker.faces.celery.app import celery_config
+from worker.store.database import Store
+from worker.store.history import HistoryStore, history_contacts, points_history
 
 pytestmark = pytest.mark.integration  # starts processes
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from celery import Celery
 
+from sims.guids import seeded_ids
+from sims.harness import CeleryProcess, _wait_until, free_port, start_web
 from tests.support.integration import Sim
-from worker.harness import CeleryProcess, _wait_until, free_port, start_web
-from worker.sim.guids import seeded_ids
 
 pytestmark = pytest.mark.integration
 

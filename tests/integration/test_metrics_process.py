@@ -15,9 +15,9 @@ import pytest
 from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
+from sims.harness import CeleryProcess, free_port, start_web
 from tests.support.integration import Sim
-from worker.harness import CeleryProcess, free_port, start_web
-from worker.store import Store
+from worker.store.database import Store
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ import pytest
 import redis
 from celery import Celery
 
+from sims.guids import seeded_ids
+from sims.harness import CeleryProcess, free_port, start_web
 from tests.support.integration import Sim, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.web import event, signed
-from worker.harness import CeleryProcess, free_port, start_web
-from worker.ledger import Ledger
-from worker.sim.guids import seeded_ids
-from worker.store import Store
+from worker.store.database import Store
+from worker.store.ledger import Ledger
 
 pytestmark = pytest.mark.integration  # starts processes
 

@@ -20,12 +20,12 @@ from celery import Celery
 from sqlalchemy import update
 from svix.webhooks import Webhook
 
+from sims.guids import seeded_ids
+from sims.harness import BIN, CeleryProcess, WebProcess, free_port, start_web
 from tests.support.integration import Sim, wait_for
-from worker.harness import BIN, CeleryProcess, WebProcess, free_port, start_web
-from worker.ledger import Ledger, point_transactions
-from worker.point_request import validate_request
-from worker.sim.guids import seeded_ids
-from worker.store import Store
+from worker.base.point_request import validate_request
+from worker.store.database import Store
+from worker.store.ledger import Ledger, point_transactions
 
 pytestmark = pytest.mark.integration  # starts processes
 

@@ -11,11 +11,11 @@ import psutil
 import pytest
 from celery import Celery
 
+from sims.guids import seeded_ids
+from sims.harness import CeleryProcess
 from tests.support.integration import Sim, wait_for
-from worker.harness import CeleryProcess
-from worker.ledger import Ledger, point_transactions
-from worker.sim.guids import seeded_ids
-from worker.store import Store
+from worker.store.database import Store
+from worker.store.ledger import Ledger, point_transactions
 
 pytestmark = pytest.mark.integration  # starts processes
 

@@ -12,10 +12,10 @@ import redis
 from celery import Celery
 from sqlalchemy import func, select
 
+from sims.harness import BIN, CeleryProcess
 from tests.support.integration import Sim, wait_for
-from worker.harness import BIN, CeleryProcess
-from worker.store import Store, contact_balances
-from worker.sync import RUN_LOCK
+from worker.flows.sync import RUN_LOCK
+from worker.store.database import Store, contact_balances
 
 pytestmark = pytest.mark.integration  # starts processes
 

@@ -195,7 +195,7 @@ def test_cli_seeds_and_sets_credentials() -> None:
 
 
 def test_sigint_stops_the_simulator_cleanly() -> None:
-    command = [sys.executable, "-m", "worker.sim", "--treazure-port", "0", "--engage-port", "0"]
+    command = [sys.executable, "-m", "sims", "--treazure-port", "0", "--engage-port", "0"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().startswith('{"treazure": ')
     process.send_signal(signal.SIGINT)

@@ -9,7 +9,7 @@ import pytest
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from worker.store import make_engine, migrations_config
+from worker.store.database import make_engine, migrations_config
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ PROCESSES = 4
 
 def _start(url: str, barrier: Barrier) -> None:
     """What every process does at start (worker, history worker, beat, web)."""
-    from worker.runtime import prepare_store
+    from worker.faces.runtime import prepare_store
 
     barrier.wait()  # all four reach the upgrade at the same instant
     prepare_store(url)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import inspect
 
-from worker.store import Store, make_engine, upgrade_schema, utcnow
+from worker.store.database import Store, make_engine, upgrade_schema, utcnow
 
 
 def open_store(url: str) -> Store:

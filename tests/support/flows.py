@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.engage import EngageClient
-from worker.settings import Settings
-from worker.store import Store
-from worker.treazure import TreazureClient
+from worker.base.settings import Settings
+from worker.store.database import Store
+from worker.systems.engage.client import EngageClient
+from worker.systems.treazure.client import TreazureClient
 
 TREAZURE = "https://acme.posengine.test.cloud"
 ENGAGE = "https://acme.voyado.test"

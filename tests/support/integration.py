@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from worker.harness import Simulators
+from sims.harness import Simulators
 
 # A database index of the machine's Redis for these tests alone; emptied before each test.
 REDIS_URL = os.environ.get("IT_REDIS_URL", "redis://127.0.0.1:6379/14")

@@ -7,8 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from sims.harness import free_port, redis_answers, stop
 from tests.support.integration import wait_for
-from worker.harness import free_port, redis_answers, stop
 
 
 class RedisServer:

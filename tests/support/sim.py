@@ -19,8 +19,8 @@ VAULT = "/api/v1.0/LoyaltyVault"
 
 @contextmanager
 def running_sim(*args: str) -> Iterator[dict[str, str]]:
-    """Start `python -m worker.sim` on free ports, yield its URLs, stop it with SIGTERM."""
-    command = [sys.executable, "-m", "worker.sim", "--treazure-port", "0", "--engage-port", "0"]
+    """Start `python -m sims` on free ports, yield its URLs, stop it with SIGTERM."""
+    command = [sys.executable, "-m", "sims", "--treazure-port", "0", "--engage-port", "0"]
     process = subprocess.Popen([*command, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         ready = process.stdout.readline()  # type: ignore[union-attr]  # blocks until listening

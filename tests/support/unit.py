@@ -51,8 +51,8 @@ def mocked_http(router: object, base_url: str) -> httpx.AsyncClient:
 def cli_database(env: Any, tmp_path: Any, **variables: str) -> Iterator[str]:
     """A fresh SQLite file as DATABASE_URL for CLI tests, with this test's engines only;
     `yield from` it in a fixture."""
-    from worker import runtime
-    from worker import settings as settings_module
+    from worker.base import settings as settings_module
+    from worker.faces import runtime
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     env.setenv("DATABASE_URL", url)

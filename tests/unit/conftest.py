@@ -9,8 +9,8 @@ import fakeredis
 import pytest
 
 from tests.support.unit import BASE_ENV, SleepRecorder
-from worker import settings as settings_module
-from worker.settings import Settings, WebSettings
+from worker.base import settings as settings_module
+from worker.base.settings import Settings, WebSettings
 
 
 @pytest.fixture

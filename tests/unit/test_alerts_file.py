@@ -14,11 +14,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.ledger import Ledger
-from worker.metrics import render
-from worker.point_request import PointRequest
-from worker.store import Store, make_engine, upgrade_schema
-from worker.telemetry import RESPONSES_KEY
+from worker.base.point_request import PointRequest
+from worker.base.telemetry import RESPONSES_KEY
+from worker.faces.web.metrics import render
+from worker.store.database import Store, make_engine, upgrade_schema
+from worker.store.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES: list[dict[str, Any]] = [

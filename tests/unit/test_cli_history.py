@@ -1,5 +1,5 @@
 """`pointsync history …`: the CLI's own logic on a SQLite file; Treazure's side
-(`worker.history.fetch_history`) is replaced by a recorder that stores given entries."""
+(`worker.flows.history.fetch_history`) is replaced by a recorder that stores given entries."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from tests.support.unit import CLIENT_SECRET, cli_database
-from worker import cli as cli_module
-from worker import history, runtime
-from worker.cli import cli
-from worker.history_store import HistoryStore
-from worker.http import RemoteError
-from worker.parts import Parts
+from worker.base.http import RemoteError
+from worker.faces import runtime
+from worker.faces.cli import main as cli_module
+from worker.faces.cli.main import cli
+from worker.flows import history
+from worker.flows.parts import Parts
+from worker.store.history import HistoryStore
 
 CONTACT = "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f"
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.harness import BIN
-from worker.settings import WebSettings
+from sims.harness import BIN
+from worker.base.settings import WebSettings
 
 pytestmark = pytest.mark.integration  # starts processes
 

@@ -11,10 +11,10 @@ import pytest
 import respx
 
 from tests.support.unit import API_KEY, ENGAGE, SleepRecorder, json_response, mocked_http
-from worker.engage import Balance, EngageClient, PushResult
-from worker.http import Rejected, Retryable
-from worker.ratelimit import SharedRateLimiter
-from worker.settings import Settings
+from worker.base.http import Rejected, Retryable
+from worker.base.ratelimit import SharedRateLimiter
+from worker.base.settings import Settings
+from worker.systems.engage.client import Balance, EngageClient, PushResult
 
 PUSH_V3 = "/api/v3/point-accounts/balances"
 READ_V3 = "/api/v3/point-accounts"

@@ -12,7 +12,7 @@ import pytest
 import respx
 
 from tests.support.unit import SleepRecorder
-from worker.http import (
+from worker.base.http import (
     Ambiguous,
     BackoffWait,
     Rejected,

@@ -9,7 +9,7 @@ import pytest
 import redis.exceptions
 
 from tests.support.aio import eventually
-from worker.locks import LockLost, held_lock
+from worker.base.locks import LockLost, held_lock
 
 # Upper bound for waits that must be interrupted long before it (a failing test ends here
 # instead of hanging).

@@ -14,8 +14,8 @@ import pytest
 from celery import Celery
 from celery._state import _task_stack
 
-from worker import logs
-from worker.logs import (
+from worker.base import logs
+from worker.base.logs import (
     bind_log_context,
     configure_logging,
     current_log_context,

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from worker.money import cents_from_json, exact_amount, utc_micros
+from worker.base.money import cents_from_json, exact_amount, utc_micros
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,13 @@ import typer
 from typer.testing import CliRunner
 
 from tests.support.unit import API_KEY, CLIENT_SECRET, cli_database
-from worker import doctor
-from worker.cli import cli
-from worker.http import RemoteError
-from worker.migrate import IMPORT_COLUMNS, _write_files
-from worker.operations_cli import read_contacts_file
-from worker.reconcile import Reading
-from worker.settings import Settings
+from worker.base.http import RemoteError
+from worker.base.settings import Settings
+from worker.faces.cli import doctor
+from worker.faces.cli.main import cli
+from worker.faces.cli.operations import read_contacts_file
+from worker.flows.migrate import IMPORT_COLUMNS, _write_files
+from worker.flows.reconcile import Reading
 
 A = "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f"
 B = "7d2f3a5b-1c2d-4e3f-8a11-2b3c4d5e6f70"
@@ -173,7 +173,7 @@ def test_doctor_classifies_remote_failures(env: pytest.MonkeyPatch, status: int 
 
 
 def test_doctor_hides_passwords_in_urls() -> None:
-    from worker.settings import CoreSettings
+    from worker.base.settings import CoreSettings
 
     settings = CoreSettings(REDIS_URL="redis://:hunter2@127.0.0.1:1/0",
                             DATABASE_URL="postgresql+psycopg://ps:hunter2@127.0.0.1:1/ps")
@@ -185,8 +185,8 @@ def test_doctor_hides_passwords_in_urls() -> None:
 
 
 def test_the_report_says_which_drift_heal_leaves(capsys: pytest.CaptureFixture[str]) -> None:
-    from worker.operations_cli import _print_report
-    from worker.reconcile import ReconcileReport
+    from worker.faces.cli.operations import _print_report
+    from worker.flows.reconcile import ReconcileReport
 
     report = ReconcileReport(checked=3, drift=[Reading(A, Decimal("5"), Decimal("4")),
                                                Reading(B, None, Decimal("3"))])

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from worker.arguments import InvalidArgument
-from worker.point_request import (
+from worker.base.arguments import InvalidArgument
+from worker.base.point_request import (
     PointRequest,
     amount_cents,
     validate_contact_id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from worker.pushguard import PREFIX, PushGuard
+from worker.store.pushguard import PREFIX, PushGuard
 
 A, B, C = "contact-a", "contact-b", "contact-c"
 

@@ -14,7 +14,7 @@ from fakeredis.commands_mixins.scripting_mixin import ScriptingCommandsMixin
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
-from worker.pushguard import LEGACY_PREFIX, PREFIX, PushGuard
+from worker.store.pushguard import LEGACY_PREFIX, PREFIX, PushGuard
 
 A, B = "contact-a", "contact-b"
 

@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 
 from tests.support.unit import SleepRecorder
-from worker.ratelimit import SharedRateLimiter
+from worker.base.ratelimit import SharedRateLimiter
 
 # The waits come from Redis's clock, which moves on a little between two calls; the
 # tolerance absorbs that, and is small next to the one-second interval being checked.

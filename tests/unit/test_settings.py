@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.support.unit import API_KEY, BASE_ENV, CLIENT_SECRET
-from worker import settings as settings_module
-from worker.settings import ConfigError, clear_cache, exit_on_config_error, get_settings
+from worker.base import settings as settings_module
+from worker.base.settings import ConfigError, clear_cache, exit_on_config_error, get_settings
 
 REQUIRED = [
     "TREAZURE_BASE_URL",

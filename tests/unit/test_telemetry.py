@@ -18,18 +18,19 @@ import respx
 from redis import exceptions as redis_errors
 
 from tests.support.unit import ENGAGE, TREAZURE, json_response, mocked_http
-from worker import runtime, telemetry
-from worker.engage import Balance, EngageClient
-from worker.http import RESPONSES, Ambiguous, Rejected, Retryable, send
-from worker.settings import Settings
-from worker.telemetry import (
+from worker.base import telemetry
+from worker.base.http import RESPONSES, Ambiguous, Rejected, Retryable, send
+from worker.base.settings import Settings
+from worker.base.telemetry import (
     RESPONSES_KEY,
     flush_responses,
     read_responses,
     take,
     try_flush,
 )
-from worker.treazure import TreazureClient
+from worker.faces import runtime
+from worker.systems.engage.client import Balance, EngageClient
+from worker.systems.treazure.client import TreazureClient
 
 CONTACT = "6c1e0000-0000-0000-0000-000000000001"
 

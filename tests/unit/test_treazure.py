@@ -15,10 +15,10 @@ import pytest
 import respx
 
 from tests.support.unit import CLIENT_SECRET, TREAZURE, SleepRecorder, json_response, mocked_http
-from worker.http import Rejected, RemoteError, Retryable
-from worker.money import utc_micros
-from worker.settings import Settings
-from worker.treazure import (
+from worker.base.http import Rejected, RemoteError, Retryable
+from worker.base.money import utc_micros
+from worker.base.settings import Settings
+from worker.systems.treazure.client import (
     BalanceEntry,
     ForeignLink,
     JobTimeout,

@@ -12,12 +12,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from tests.support.web import ENV, EnqueueStub
-from worker import settings as settings_module
-from worker.ledger import Ledger
-from worker.runtime import prepare_store
-from worker.settings import WebSettings
-from worker.store import Store
-from worker.web import create_app
+from worker.base import settings as settings_module
+from worker.base.settings import WebSettings
+from worker.faces.runtime import prepare_store
+from worker.faces.web.app import create_app
+from worker.store.database import Store
+from worker.store.ledger import Ledger
 
 
 @pytest.fixture

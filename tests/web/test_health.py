@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.support.web import CLOSED_REDIS
-from worker.settings import WebSettings
-from worker.store import Store, make_engine
+from worker.base.settings import WebSettings
+from worker.store.database import Store, make_engine
 
 
 async def test_health_ok_with_redis_and_database_up(

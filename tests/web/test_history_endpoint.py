@@ -16,14 +16,14 @@ import respx
 from aiohttp.test_utils import TestClient
 
 from tests.support.web import API_KEY, CONTACT, ENV
-from worker import runtime
-from worker.history import UnknownContact
-from worker.history_store import HistoryStore
-from worker.http import RemoteError
-from worker.runtime import prepare_store
-from worker.settings import ConfigError, WebSettings
-from worker.store import Store
-from worker.web import FETCHES
+from worker.base.http import RemoteError
+from worker.base.settings import ConfigError, WebSettings
+from worker.faces import runtime
+from worker.faces.runtime import prepare_store
+from worker.faces.web.app import FETCHES
+from worker.flows.history import UnknownContact
+from worker.store.database import Store
+from worker.store.history import HistoryStore
 
 OTHER = "0f0e0d0c-0b0a-4908-8706-050403020100"
 AUTH = {"apikey": API_KEY}

@@ -18,13 +18,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, update
 
 from tests.support.web import CLOSED_REDIS, ENV, REDIS_DB11
-from worker import web
-from worker.ledger import Ledger, point_transactions
-from worker.point_request import PointRequest
-from worker.runtime import prepare_store
-from worker.settings import WebSettings
-from worker.store import RUN_COUNTS, Store, make_engine
-from worker.telemetry import RESPONSES_KEY
+from worker.base.point_request import PointRequest
+from worker.base.settings import WebSettings
+from worker.base.telemetry import RESPONSES_KEY
+from worker.faces.runtime import prepare_store
+from worker.faces.web import app as web
+from worker.store.database import RUN_COUNTS, Store, make_engine
+from worker.store.ledger import Ledger, point_transactions
 
 CONTACT = "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f"
 # The keys this test writes and clears; the database is the web tests' own by default.

@@ -30,10 +30,10 @@ from tests.support.web import (
     event,
     signed,
 )
-from worker.ledger import Ledger
-from worker.settings import WebSettings
-from worker.store import Store
-from worker.web import celery_enqueue, main
+from worker.base.settings import WebSettings
+from worker.faces.web.app import celery_enqueue, main
+from worker.store.database import Store
+from worker.store.ledger import Ledger
 
 pytestmark = pytest.mark.integration  # starts processes
 
@@ -124,7 +124,7 @@ def test_main_stops_with_78_on_a_bad_setting(
         monkeypatch.delenv(name)
     else:
         monkeypatch.setenv(name, value)
-    from worker import settings as settings_module
+    from worker.base import settings as settings_module
 
     settings_module.clear_cache()
     with pytest.raises(SystemExit) as stopped:
@@ -149,7 +149,7 @@ def test_python_m_worker_web_serves_health(tmp_path: Path, broker: redis.Redis) 
            **ENV, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'web.db'}"}
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = str(root)
-    process = subprocess.Popen([sys.executable, "-m", "worker.web"], cwd=tmp_path, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "worker.faces.web"], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         answer = None

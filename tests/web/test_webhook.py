@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support.web import CONTACT, OTHER_SECRET, EnqueueStub, event, signed
-from worker.ledger import Ledger
-from worker.runtime import prepare_store
-from worker.settings import WebSettings
+from worker.base.settings import WebSettings
+from worker.faces.runtime import prepare_store
+from worker.store.ledger import Ledger
 
 URL = "/webhooks/engage"
 

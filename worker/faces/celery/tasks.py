@@ -1,0 +1,189 @@
+"""Thin tasks: parse arguments, call a flow, return a small JSON-serialisable summary."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from worker.base.point_request import SOURCES, validate_contact_id, validate_request
+from worker.base.settings import get_settings
+from worker.faces.celery.app import app
+from worker.faces.runtime import get_store, remote, run_with_parts
+from worker.flows import history, points
+from worker.flows.parts import Parts
+from worker.flows.sync import run_sync
+from worker.store.ledger import LedgerRow
+
+
+class SyncFailed(Exception):
+    """The run was recorded as failed; the watermark did not move."""
+
+
+@app.task(name="pointsync.sync_balances", bind=True)
+def sync_balances(self: Any, since: str | None = None, until: str | None = None) -> dict[str, Any]:
+    """One balance sync run; `since`/`until` (ISO times) override the window."""
+
+    async def main() -> dict[str, Any]:
+        async with remote() as r:
+            summary = await run_sync(
+                r.settings, r.store, r.redis, r.treazure, r.engage,
+                since=since, until=until, task_id=self.request.id, guard=r.guard,
+            )
+        return summary.as_dict()
+
+    result = asyncio.run(main())
+    if result["status"] == "succeeded" and get_settings().HISTORY_AFTER_SYNC:
+        refresh_history.apply_async(kwargs={"run_id": result["run_id"]},
+                                    priority=HISTORY_PRIORITY)
+    if result["status"] == "failed":
+        # Shown as FAILURE in Flower and `celery result`; the run row keeps the details.
+        raise SyncFailed(f"sync run {result['run_id']} failed: {result['error']}")
+    return result
+
+
+# Booking tasks leave pushing to one drain scheduled this long after the first booking
+# that needs it: the rows booked meanwhile go to Engage in the same request.
+PUSH_GATHER_SECONDS = 0.05
+
+
+def call_reference(task: Any, prefix: str) -> str | None:
+    """The reference of a call made without one: derived from the task id, which every
+    delivery of the message keeps (a redelivery after a pool child or a worker died is the
+    same call, and must find the row the first delivery recorded). Every task that acts
+    (books points, issues a card, sends a customer-visible event) takes its default
+    reference from here, never from a fresh uuid."""
+    task_id = getattr(task.request, "id", None)
+    return f"{prefix}-{task_id}" if task_id else None
+
+
+@app.task(name="pointsync.add_points", bind=True, track_started=False)
+def add_points(
+    self: Any,
+    contact_id: str,
+    amount: str | int | float,
+    description: str,
+    reference: str | None = None,
+    source: str = "task",
+) -> dict[str, Any]:
+    """Book points in Treazure once per `reference`, then set the new balance in Engage.
+
+    Invalid arguments fail the task at once (nothing is recorded or sent). A transaction
+    not finished here (Treazure down, say) stays in the ledger and the sweep finishes it.
+    The result says `booked` when the Engage push is still to come (`pointsync points show`).
+    """
+    request = validate_request(contact_id, amount, description, reference,
+                               fallback_reference=call_reference(self, "pts"))
+    origin = source if source in SOURCES else "task"
+
+    async def work(parts: Parts) -> tuple[points.Outcome, bool]:
+        outcome = await points.add_points(parts, request, origin)
+        turn = outcome.state == "booked" and await points.take_push_turn(parts.redis)
+        return outcome, turn
+
+    outcome, push_turn = run_with_parts(work)
+    if push_turn:
+        push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
+    if outcome.retry_in is not None and outcome.retry_in <= points.REQUEUE_MAX_SECONDS:
+        # The row is due again soon (a send settling, a short backoff): this same call
+        # then, not a process waiting for it; should the message be lost, the sweep
+        # finds the row due.
+        add_points.apply_async(
+            kwargs={"contact_id": contact_id, "amount": amount, "description": description,
+                    "reference": request.reference, "source": source},
+            countdown=outcome.retry_in, **NO_RESULT)
+    return outcome.as_dict()
+
+
+# Sent at traffic's pace and read by nobody (the ledger and the history store hold the
+# outcome): no result is stored for these, so Redis does not grow with the traffic.
+NO_RESULT = {"ignore_result": True}
+
+
+@app.task(name="pointsync.push_points", track_started=False, **NO_RESULT)
+def push_points() -> dict[str, Any]:
+    """Set the new balances of booked transactions in Engage, many per request."""
+
+    async def work(parts: Parts) -> tuple[int, float | None]:
+        applied = await points.drain(parts)
+        await points.end_push_turn(parts.redis)
+        wait = points.seconds_until_due(parts.store)
+        if wait is not None and not await points.take_push_turn(parts.redis):
+            wait = None  # a booking scheduled the next drain already
+        return applied, wait
+
+    applied, again_in = run_with_parts(work)
+    if again_in is not None:
+        push_points.apply_async(countdown=max(again_in, PUSH_GATHER_SECONDS))
+    return {"applied": applied, "next_in_seconds": again_in}
+
+
+@app.task(name="pointsync.sweep_points", **NO_RESULT)
+def sweep_points() -> dict[str, int]:
+    """Finish transactions whose task was lost, and push balances still waiting for Engage."""
+    return run_with_parts(lambda parts: points.sweep(parts, enqueue_row))
+
+
+def enqueue_row(row: LedgerRow) -> None:
+    """Queue a recorded row again; nobody waits on this message, so it keeps no result."""
+    add_points.apply_async(kwargs=task_arguments(row), **NO_RESULT)
+
+
+def task_arguments(row: LedgerRow) -> dict[str, Any]:
+    """The add_points arguments that continue a recorded transaction (no secrets in them)."""
+    return {"contact_id": row.contact_id, "amount": points.decimal_text(row.amount_cents),
+            "description": row.description, "reference": row.reference}
+
+
+# The lowest priority (see celery.py): history never holds up a sync or a transaction.
+HISTORY_PRIORITY = 9
+
+
+@app.task(name="pointsync.fetch_history", track_started=False)
+def fetch_history(contact_id: str) -> dict[str, Any]:
+    """Fetch and store one contact's points history (incrementally once some is stored)."""
+    validate_contact_id(contact_id)
+
+    async def work(parts: Parts) -> dict[str, Any]:
+        try:
+            return {**await history.fetch_history(parts, contact_id), "found": True}
+        except history.UnknownContact:
+            return {"contact_id": contact_id, "found": False}
+
+    return run_with_parts(work)
+
+
+@app.task(name="pointsync.fetch_history_batch", track_started=False, **NO_RESULT)
+def fetch_history_batch(contact_ids: list[str]) -> dict[str, int]:
+    """One chunk of a refresh: many contacts, a bounded number of requests at once, for
+    about HISTORY_CHUNK_SECONDS; what is left goes back in the queue as a new chunk."""
+
+    async def work(parts: Parts) -> tuple[dict[str, int], list[str]]:
+        s = parts.settings
+        return await history.fetch_for_a_while(
+            parts, contact_ids, s.HISTORY_FETCH_CONCURRENCY, s.HISTORY_CHUNK_SECONDS)
+
+    counts, rest = run_with_parts(work)
+    if rest:
+        fetch_history_batch.apply_async(kwargs={"contact_ids": rest}, priority=HISTORY_PRIORITY)
+    return {**counts, "requeued": len(rest)}
+
+
+@app.task(name="pointsync.refresh_history", **NO_RESULT)
+def refresh_history(run_id: int) -> dict[str, int]:
+    """After a sync run: refresh the history of every contact it read, in chunk tasks."""
+    settings = get_settings()
+    store = get_store(settings)
+    chunks = contacts = 0
+    after = ""
+    while batch := store.contacts_seen_in_run(run_id, after, settings.HISTORY_CHUNK_SIZE):
+        fetch_history_batch.apply_async(kwargs={"contact_ids": batch},
+                                        priority=HISTORY_PRIORITY)
+        chunks, contacts, after = chunks + 1, contacts + len(batch), batch[-1]
+    return {"run_id": run_id, "contacts": contacts, "chunks": chunks}
+
+
+@app.task(name="pointsync.purge_history")
+def purge_history() -> dict[str, int]:
+    """Apply HISTORY_RETENTION_DAYS."""
+    settings = get_settings()
+    return {"removed": history.purge(get_store(settings), settings)}

@@ -11,7 +11,9 @@ import pytest
 import redis
 from celery import Celery
 
-from worker.base.queues import (
+from worker.base.settings import CoreSettings
+from worker.faces.celery.app import DEFAULT_QUEUE, HISTORY_QUEUE, celery_config
+from worker.faces.celery.queues import (
     PRIORITY_STEPS,
     SEP,
     celery_queues,
@@ -19,8 +21,6 @@ from worker.base.queues import (
     queue_depths,
     unacked_count,
 )
-from worker.base.settings import CoreSettings
-from worker.faces.celery.app import DEFAULT_QUEUE, HISTORY_QUEUE, celery_config
 
 # A database of its own: the test empties it before and after.
 REAL_REDIS = os.environ.get("QUEUES_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")

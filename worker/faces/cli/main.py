@@ -100,7 +100,7 @@ def _queue_state(redis_url: str) -> dict[str, Any]:
     """Waiting messages per queue and those handed to workers, or why they are unknown."""
     import redis
 
-    from worker.base.queues import queue_depths, unacked_count
+    from worker.faces.celery.queues import queue_depths, unacked_count
 
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3)
     try:

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis import Redis
 
-from worker.base.queues import queue_depths, unacked_count
 from worker.base.telemetry import read_responses
+from worker.faces.celery.queues import queue_depths, unacked_count
 from worker.store.database import RUN_COUNTS, Store
 from worker.store.ledger import Ledger
 

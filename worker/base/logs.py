@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 from celery._state import get_current_task
+from pydantic import SecretStr
 
 FORMATS = ("text", "json")
 MASK = "***"
@@ -118,8 +119,8 @@ def settings_secrets(settings: Any) -> dict[str, str]:
     environment (for `secret_values`); settings it does not have are left out."""
     found: dict[str, str] = {}
     for name in (*SECRET_SETTINGS, *URL_SETTINGS):
-        value = getattr(settings, name, None)
-        if hasattr(value, "get_secret_value"):  # pydantic's SecretStr
+        value: Any = getattr(settings, name, None)
+        if isinstance(value, SecretStr):
             value = value.get_secret_value()
         if value is not None:
             found[name] = str(value)
@@ -200,8 +201,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     """task_id, task_name and the bound context, for records that went through the filter
     (or not: a formatter used without the filter still works)."""
     fields: dict[str, Any] = {}
-    if getattr(record, "task_id", None):
-        fields["task_id"] = record.task_id
+    task_id = getattr(record, "task_id", None)
+    if task_id:
+        fields["task_id"] = task_id
         fields["task_name"] = getattr(record, "task_name", None)
     fields.update(getattr(record, "log_context", None) or {})
     return fields

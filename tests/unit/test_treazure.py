@@ -18,15 +18,10 @@ from tests.support.unit import CLIENT_SECRET, TREAZURE, SleepRecorder, json_resp
 from worker.base.http import Rejected, RemoteError, Retryable
 from worker.base.money import utc_micros
 from worker.base.settings import Settings
-from worker.systems.treazure.client import (
-    BalanceEntry,
-    ForeignLink,
-    JobTimeout,
-    MalformedEntry,
-    SharedToken,
-    TreazureClient,
-    parse_balance_page,
-)
+from worker.systems.treazure.client import TreazureClient
+from worker.systems.treazure.jobs import ForeignLink, JobTimeout
+from worker.systems.treazure.parsing import BalanceEntry, MalformedEntry, parse_page
+from worker.systems.treazure.token import SharedToken
 
 TOKEN = "/identity/connect/token"
 START_JOB = "/api/v1.0/LoyaltyVault/Balances/Get"
@@ -597,7 +592,7 @@ def _raw(items: object, next_href: str | None = None) -> bytes:
 
 
 def test_parse_page_reads_exact_cents_and_times() -> None:
-    good, bad = parse_balance_page(_raw([
+    good, bad, _ = parse_page(_raw([
         item(G("c1"), 1250.5, "2026-11-21T09:14:03Z"),
         item(G("c2"), 0.29, "2026-11-21T09:14:03.5Z"),
     ]), "points")
@@ -614,7 +609,7 @@ def test_parse_page_reads_exact_cents_and_times() -> None:
 
 
 def test_parse_page_passes_duplicates_through_in_order() -> None:
-    good, _ = parse_balance_page(_raw([
+    good, _, _ = parse_page(_raw([
         item(G("c1"), 2, "2026-11-21T10:00:00Z"),
         item(G("c1"), 1, "2026-11-21T09:00:00Z"),
     ]), "points")
@@ -625,7 +620,7 @@ def test_parse_page_passes_duplicates_through_in_order() -> None:
 def test_parse_page_skips_other_programs_but_accepts_rows_without_one() -> None:
     no_definition = {"accountNumber": G("c3"), "balance": 3, "mutatedAt": "2026-11-21T09:00:00Z"}
 
-    good, bad = parse_balance_page(_raw([
+    good, bad, _ = parse_page(_raw([
         item(G("c1"), 1, definition="bonus"), item(G("c2"), 2), no_definition,
     ]), "points")
 
@@ -649,7 +644,7 @@ def test_parse_page_skips_other_programs_but_accepts_rows_without_one() -> None:
     ],
 )
 def test_parse_page_returns_malformed_rows_instead_of_dropping_them(row, who) -> None:
-    good, bad = parse_balance_page(_raw([item(G("ok1"), 1), row, item(G("ok2"), 2)]), "points")
+    good, bad, _ = parse_page(_raw([item(G("ok1"), 1), row, item(G("ok2"), 2)]), "points")
 
     assert [e.contact_id for e in good] == [G("ok1"), G("ok2")]
     assert len(bad) == 1
@@ -663,7 +658,7 @@ def test_parse_page_refuses_an_account_number_that_is_not_an_id(account) -> None
     row = item("placeholder", 1)
     row["accountNumber"] = account
 
-    good, bad = parse_balance_page(_raw([row]), "points")
+    good, bad, _ = parse_page(_raw([row]), "points")
 
     assert good == []
     assert len(bad) == 1
@@ -671,7 +666,7 @@ def test_parse_page_refuses_an_account_number_that_is_not_an_id(account) -> None
 
 @pytest.mark.parametrize("raw", [b"{}", b'{"items": null, "next": null}', _raw([])])
 def test_parse_empty_page(raw: bytes) -> None:
-    assert parse_balance_page(raw, "points") == ([], [])
+    assert parse_page(raw, "points") == ([], [], None)
 
 
 # -- links to other hosts -----------------------------------------------------------------

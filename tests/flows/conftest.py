@@ -14,7 +14,9 @@ from tests.support.flows import ENGAGE, JOB, TREAZURE, FakeRemotes, Parts
 from worker.base import settings as settings_module
 from worker.base.ratelimit import SharedRateLimiter
 from worker.base.settings import Settings
-from worker.store.database import Store, make_engine, upgrade_schema
+from worker.store.database import Store
+from worker.store.engine import make_engine
+from worker.store.schema import upgrade_schema
 from worker.systems.engage.client import EngageClient
 from worker.systems.treazure.client import TreazureClient
 

@@ -22,7 +22,8 @@ from sims.guids import seeded_ids
 from sims.harness import BIN, CeleryProcess
 from tests.support.integration import Sim
 from worker.base.point_request import validate_request
-from worker.store.database import Store, contact_balances
+from worker.store.contacts import contact_balances
+from worker.store.database import Store
 from worker.store.ledger import Ledger
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,10 @@ import pytest
 from sqlalchemy import func, select
 
 from worker.base.money import utc_micros
-from worker.store.database import Store, make_engine, upgrade_schema
+from worker.store.database import Store
+from worker.store.engine import make_engine
 from worker.store.history import HistoryStore, MalformedHistory, history_contacts, points_history
+from worker.store.schema import upgrade_schema
 
 CONTACT = "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f"
 OTHER_CONTACT = "0f0e0d0c-0b0a-4908-8706-050403020100"

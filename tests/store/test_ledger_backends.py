@@ -14,8 +14,11 @@ import pytest
 from sqlalchemy import func, select, update
 
 from worker.base.point_request import PointRequest
-from worker.store.database import ContactState, Store, make_engine, upgrade_schema, utcnow
+from worker.store.contacts import ContactState
+from worker.store.database import Store
+from worker.store.engine import make_engine, utcnow
 from worker.store.ledger import LeaseLost, Ledger, LedgerRow, point_transactions
+from worker.store.schema import upgrade_schema
 
 CONTACT = "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f"
 OTHER_CONTACT = "0f0e0d0c-0b0a-4908-8706-050403020100"
@@ -407,7 +410,7 @@ def _delete(ledger: Ledger, *references: str) -> None:
 def test_the_totals_start_from_the_rows_a_database_already_holds(database_url: str) -> None:
     from alembic import command
 
-    from worker.store.database import migrations_config
+    from worker.store.schema import migrations_config
 
     engine = make_engine(database_url)
     config = migrations_config()

@@ -9,7 +9,8 @@ import pytest
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from worker.store.database import make_engine, migrations_config
+from worker.store.engine import make_engine
+from worker.store.schema import migrations_config
 
 pytestmark = pytest.mark.integration
 

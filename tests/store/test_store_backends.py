@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import inspect
 
-from worker.store.database import Store, make_engine, upgrade_schema, utcnow
+from worker.store.database import Store
+from worker.store.engine import make_engine, utcnow
+from worker.store.schema import upgrade_schema
 
 
 def open_store(url: str) -> Store:

@@ -17,8 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from worker.base.point_request import PointRequest
 from worker.base.telemetry import RESPONSES_KEY
 from worker.faces.web.metrics import render
-from worker.store.database import Store, make_engine, upgrade_schema
+from worker.store.database import Store
+from worker.store.engine import make_engine
 from worker.store.ledger import Ledger
+from worker.store.schema import upgrade_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES: list[dict[str, Any]] = [

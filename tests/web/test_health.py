@@ -7,7 +7,8 @@ from typing import Any
 
 from tests.support.web import CLOSED_REDIS
 from worker.base.settings import WebSettings
-from worker.store.database import Store, make_engine
+from worker.store.database import Store
+from worker.store.engine import make_engine
 
 
 async def test_health_ok_with_redis_and_database_up(

@@ -13,8 +13,10 @@ from worker.base import telemetry
 from worker.base.ratelimit import SharedRateLimiter
 from worker.base.settings import CoreSettings, Settings, get_core_settings, get_settings
 from worker.flows.parts import Parts
-from worker.store.database import Store, make_engine, upgrade_schema
+from worker.store.database import Store
+from worker.store.engine import make_engine
 from worker.store.pushguard import PushGuard
+from worker.store.schema import upgrade_schema
 from worker.systems.engage.client import EngageClient
 from worker.systems.treazure.client import TreazureClient
 

@@ -31,11 +31,10 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from worker.base.money import utc_micros
-from worker.store.database import Store, _as_utc, metadata, utcnow
+from worker.store.database import Store
+from worker.store.engine import as_utc, insert_for, metadata, utcnow
 
 points_history = Table(
     "points_history",
@@ -101,7 +100,6 @@ def entry_time_us(entry: dict[str, Any]) -> int:
 class HistoryStore:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
-        self._insert = sqlite_insert if self.engine.dialect.name == "sqlite" else postgresql_insert
 
     def save(self, contact_id: str, entries: Iterable[dict[str, Any]]) -> int:
         """Store new entries (known ones are skipped) and mark the contact fetched, in one
@@ -120,7 +118,7 @@ class HistoryStore:
                 # RETURNING counts the new rows on every driver (an executemany's rowcount
                 # is 0 under psycopg's batched inserts).
                 added = len(conn.execute(
-                    self._insert(points_history).on_conflict_do_nothing(
+                    insert_for(self.engine, points_history).on_conflict_do_nothing(
                         index_elements=["contact_id", "entry_key"])
                     .returning(points_history.c.id),
                     rows,
@@ -131,7 +129,7 @@ class HistoryStore:
             ).first()
             if known is not None and known[0] is not None and (newest is None or known[0] > newest):
                 newest = known[0]
-            upsert = self._insert(history_contacts).values(
+            upsert = insert_for(self.engine, history_contacts).values(
                 contact_id=contact_id, fetched_at=now, newest_at_us=newest)
             conn.execute(upsert.on_conflict_do_update(
                 index_elements=["contact_id"],
@@ -144,7 +142,7 @@ class HistoryStore:
                 select(history_contacts.c.fetched_at, history_contacts.c.newest_at_us)
                 .where(history_contacts.c.contact_id == contact_id)
             ).first()
-        return Fetched(_as_utc(row[0]), row[1]) if row else None  # type: ignore[arg-type]
+        return Fetched(as_utc(row[0]), row[1]) if row else None  # type: ignore[arg-type]
 
     def page(self, contact_id: str, offset: int, count: int) -> tuple[list[dict[str, Any]], int]:
         """Entries newest first, and how many there are in all."""

@@ -1,8 +1,9 @@
-"""Alembic environment: runs on the connection `worker.store.database.upgrade_schema` hands in."""
+"""Alembic environment: runs on the connection `worker.store.schema.upgrade_schema` hands in."""
 
 from alembic import context
 
-from worker.store.database import make_engine, metadata, migration_connection
+from worker.store.engine import make_engine, metadata
+from worker.store.schema import migration_connection
 
 config = context.config
 

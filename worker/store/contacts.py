@@ -1,0 +1,183 @@
+"""What Engage holds for each contact (the no-stale-overwrite guard) and the balances it
+refused (sync_rejections)."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+)
+
+from worker.store.engine import metadata, utcnow
+
+# What Engage was last sent for each contact, by any flow: the no-stale-overwrite guard.
+contact_balances = Table(
+    "contact_balances",
+    metadata,
+    Column("contact_id", String(36), primary_key=True),
+    Column("sent_cents", BigInteger),
+    Column("sent_mutated_us", BigInteger),  # Treazure's mutatedAt, µs since the epoch
+    Column("seen_run_id", Integer),  # last sync run that read this contact
+    sqlite_with_rowid=False,
+)
+
+sync_rejections = Table(
+    "sync_rejections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False, index=True),
+    Column("contact_id", String(64), nullable=False),
+    Column("cents", BigInteger),
+    Column("mutated_at", String(40)),
+    Column("reason", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_sync_rejections_reason", "reason", "created_at"),
+)
+
+
+class ContactState(NamedTuple):
+    """What Engage was last sent for a contact, and the last sync run that read it.
+
+    Shaped like a row of contact_balances, so rows pass to and from the driver as they are.
+    """
+
+    contact_id: str
+    sent_cents: int | None
+    sent_mutated_us: int | None
+    seen_run_id: int | None
+
+
+class ContactQueries:
+    """The queries on contact_balances and sync_rejections; part of
+    `worker.store.database.Store`."""
+
+    engine: Engine
+    # The driver's own placeholder: `?` for sqlite3, `%s` for psycopg.
+    _mark: str
+
+    # The two queries below run once per batch of up to 1,000 contacts during a sync, so
+    # they go straight to the driver's executemany: SQLAlchemy's per-row parameter
+    # processing cost more than the database work at a million rows.
+
+    def contact_states(self, contact_ids: Sequence[str]) -> dict[str, ContactState]:
+        if not contact_ids:
+            return {}
+        marks = ",".join([self._mark] * len(contact_ids))
+        query = (
+            "SELECT contact_id, sent_cents, sent_mutated_us, seen_run_id "
+            f"FROM contact_balances WHERE contact_id IN ({marks})"
+        )
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(query, tuple(contact_ids)).all()
+        return {row[0]: ContactState._make(row) for row in rows}
+
+    def save_contact_states(
+        self,
+        states: Iterable[tuple[str, int | None, int | None, int | None] | ContactState],
+        rejections: Iterable[tuple[int, str, int | None, str | None, str]] = (),
+    ) -> None:
+        """Upsert (contact, sent cents, sent mutated µs, seen run) rows, and rejected rows
+        (run, contact, cents, mutatedAt, reason), in one transaction."""
+        # In key order, a transaction meets each index page once, not once per row.
+        rows = sorted(states, key=operator.itemgetter(0))
+        rejection_rows = [
+            {"run_id": run_id, "contact_id": cid, "cents": cents, "mutated_at": at,
+             "reason": reason[:200], "created_at": utcnow()}
+            for run_id, cid, cents, at, reason in rejections
+        ]
+        with self.engine.begin() as conn:
+            _upsert_contact_states(conn, rows)
+            if rejection_rows:
+                conn.execute(insert(sync_rejections), rejection_rows)
+
+    def contacts_seen_in_run(self, run_id: int, after: str = "", limit: int = 1000) -> list[str]:
+        """Contacts a sync run read, in key order after `after` (keyset pages)."""
+        t = contact_balances.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.contact_id).where(t.seen_run_id == run_id, t.contact_id > after)
+                .order_by(t.contact_id).limit(limit)
+            ).all()
+        return [row[0] for row in rows]
+
+    def sample_contact_ids(self, count: int) -> list[str]:
+        """Up to `count` contacts Engage was sent a balance for, picked at random."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(contact_balances.c.contact_id)
+                .where(contact_balances.c.sent_mutated_us.is_not(None))
+                .order_by(func.random()).limit(count)
+            ).all()
+        return [row[0] for row in rows]
+
+    def refusals_to_retry(
+        self, reason: str, period: timedelta, now: datetime
+    ) -> list[tuple[str, int, str]]:
+        """Balances (contact, cents, mutatedAt) Engage refused with `reason`, first
+        refused less than `period` before `now`.
+
+        A balance refused again by a retry keeps its first refusal's time: retries stop
+        `period` after it. Only rows of the last two periods are read: the refusals of a
+        balance first refused earlier ended more than a period ago.
+        """
+        t = sync_rejections.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.contact_id, t.cents, t.mutated_at)
+                .where(t.reason == reason, t.cents.is_not(None), t.mutated_at.is_not(None),
+                       t.created_at >= now - 2 * period)
+                .group_by(t.contact_id, t.cents, t.mutated_at)
+                .having(func.min(t.created_at) >= now - period)
+            ).all()
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def rejections(self, run_id: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(sync_rejections).where(sync_rejections.c.run_id == run_id)
+                .order_by(sync_rejections.c.id)
+            ).mappings().all()
+        return [dict(row) for row in rows]
+
+
+def _upsert_contact_states(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Upsert (contact, sent cents, sent mutated µs, seen run) rows.
+
+    Never moves a contact back in time: a row older than what another flow recorded
+    meanwhile (a point transaction's balance, say) leaves the stored one as it is.
+    A NULL seen run keeps the stored one.
+    """
+    if not rows:
+        return
+    m = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        "INSERT INTO contact_balances (contact_id, sent_cents, sent_mutated_us, seen_run_id) "
+        f"VALUES ({m}, {m}, {m}, {m}) ON CONFLICT (contact_id) DO UPDATE SET "
+        "sent_cents = excluded.sent_cents, "
+        "sent_mutated_us = excluded.sent_mutated_us, "
+        "seen_run_id = COALESCE(excluded.seen_run_id, contact_balances.seen_run_id) "
+        "WHERE contact_balances.sent_mutated_us IS NULL "
+        "OR excluded.sent_mutated_us >= contact_balances.sent_mutated_us",
+        rows,
+    )
+
+
+def save_sent_balances(conn: Connection, sent: Iterable[tuple[str, int, int]]) -> None:
+    """Record balances Engage was sent outside a sync run (contact, cents, mutated µs)."""
+    _upsert_contact_states(
+        conn, sorted((cid, cents, us, None) for cid, cents, us in sent))

@@ -20,7 +20,7 @@ from worker.base.http import RemoteError
 from worker.base.settings import ConfigError, WebSettings
 from worker.faces import runtime
 from worker.faces.runtime import prepare_store
-from worker.faces.web.app import FETCHES
+from worker.faces.web.history import FETCHES
 from worker.flows.history import UnknownContact
 from worker.store.database import Store
 from worker.store.history import HistoryStore

@@ -22,9 +22,11 @@ from worker.base.point_request import PointRequest
 from worker.base.settings import WebSettings
 from worker.base.telemetry import RESPONSES_KEY
 from worker.faces.runtime import prepare_store
-from worker.faces.web import app as web
-from worker.store.database import RUN_COUNTS, Store, make_engine
+from worker.faces.web import metrics as web
+from worker.store.database import Store
+from worker.store.engine import make_engine
 from worker.store.ledger import Ledger, point_transactions
+from worker.store.runs import RUN_COUNTS
 
 CONTACT = "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f"
 # The keys this test writes and clears; the database is the web tests' own by default.

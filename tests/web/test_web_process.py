@@ -31,7 +31,8 @@ from tests.support.web import (
     signed,
 )
 from worker.base.settings import WebSettings
-from worker.faces.web.app import celery_enqueue, main
+from worker.faces.web.app import main
+from worker.faces.web.queueing import celery_enqueue
 from worker.store.database import Store
 from worker.store.ledger import Ledger
 

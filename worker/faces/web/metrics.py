@@ -17,14 +17,17 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis import Redis
 
 from worker.base.telemetry import read_responses
 from worker.faces.celery.queues import queue_depths, unacked_count
-from worker.store.database import RUN_COUNTS, Store
+from worker.faces.web.context import SETTINGS, STORE, blocking
+from worker.store.database import Store
 from worker.store.ledger import Ledger
+from worker.store.runs import RUN_COUNTS
 
 log = logging.getLogger("pointsync.metrics")
 
@@ -33,6 +36,13 @@ RUN_STATUSES = ("running", "succeeded", "failed", "skipped", "abandoned")
 UNFINISHED = ("running", "skipped")  # a skipped run did no work: it says nothing of the last
 RECENT_RUNS = 50  # how far back the last finished run is looked for
 REDIS_TIMEOUT = 2.0  # seconds, per Redis call of a scrape
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics, read at each scrape; a source that is down is reported in them."""
+    app = request.app
+    body = await blocking(app, scrape, app[STORE], app[SETTINGS].REDIS_URL)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def scrape(store: Store, redis_url: str) -> bytes:

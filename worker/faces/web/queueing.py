@@ -1,0 +1,93 @@
+"""Queueing the task that books a recorded webhook row, and remembering when that failed.
+
+The row is committed before anything is queued, so a failed send loses nothing: the
+resender (resend.py) queues it once Redis answers again, the sweep as a last resort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from aiohttp import web
+
+from worker.base.point_request import PointRequest
+from worker.base.settings import WebSettings
+from worker.faces.web.context import SETTINGS, blocking, short_error
+from worker.store.engine import utcnow
+
+log = logging.getLogger("pointsync.web")
+
+# `pointsync.add_points` kwargs -> anything (the send's handle, unread)
+Enqueue = Callable[[dict[str, str]], object]
+ENQUEUE: web.AppKey[Enqueue] = web.AppKey("enqueue")
+SOURCE = "webhook"  # the ledger's source of the rows the webhook records
+RECORDED_MARGIN = timedelta(seconds=60)
+
+
+class Unsent:
+    """When this process first failed to queue a recorded row since it last caught up
+    (None: nothing left unsent); `noticed` wakes the resender."""
+
+    def __init__(self) -> None:
+        self.since: datetime | None = None
+        self.noticed = asyncio.Event()
+
+    def note(self, since: datetime) -> None:
+        self.since = since if self.since is None else min(self.since, since)
+        self.noticed.set()
+
+    def take(self) -> datetime | None:
+        since, self.since = self.since, None
+        self.noticed.clear()
+        return since
+
+
+UNSENT = web.AppKey("unsent", Unsent)
+
+
+def task_kwargs(contact_id: str, amount: str, description: str, reference: str) -> dict[str, str]:
+    """The `pointsync.add_points` arguments, as the webhook and the resender send them."""
+    return {"contact_id": contact_id, "amount": amount, "description": description,
+            "reference": reference}
+
+
+async def enqueue_recorded(app: web.Application, point_request: PointRequest) -> None:
+    """Queue the booking of a committed row; on failure note it for the resender."""
+    kwargs = task_kwargs(point_request.contact_id, str(point_request.amount),
+                         point_request.description, point_request.reference)
+    tried_at = utcnow()
+    try:
+        await blocking(app, app[ENQUEUE], kwargs)
+    except Exception as exc:  # the row is committed: queued again once Redis is back
+        # It was recorded just before; the margin costs at most a second message for a
+        # row nobody took up yet, which that row's lease makes harmless.
+        app[UNSENT].note(tried_at - RECORDED_MARGIN)
+        log.warning("webhook %s: recorded, but queueing its task failed (%s); "
+                    "it is queued once Redis answers again", point_request.reference,
+                    short_error(exc, app[SETTINGS]))
+
+
+def celery_enqueue(settings: WebSettings) -> Enqueue:
+    """Queue `pointsync.add_points` on the broker, fire-and-forget.
+
+    A Celery app of its own without a result backend: with one, every send subscribes this
+    long-lived process to the task's result channel, and with Redis down a send stalls ~20 s
+    on backend reconnects. The worker still stores the task's result as usual.
+    """
+    from celery import Celery
+
+    from worker.faces.celery.app import celery_config
+
+    sender = Celery("pointsync-web", set_as_current=False)
+    sender.conf.update(celery_config(settings), result_backend=None, beat_schedule={})
+    policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+    def enqueue(kwargs: dict[str, str]) -> object:
+        # Nobody reads this result (the ledger row is the outcome): none is stored.
+        return sender.send_task("pointsync.add_points", kwargs=kwargs, retry_policy=policy,
+                                ignore_result=True)
+
+    return enqueue

@@ -16,7 +16,7 @@ TEST_MODULES = [p for p in MODULES if p.name.startswith("test_")]
 # What starting a process looks like in a test module: a subprocess, a Celery process from
 # the harness, the simulators, or a fixture that starts one of those.
 PROCESS_SIGNS = ("subprocess", "start_celery", "start_simulators", "running_sim",
-                 "start_worker", "start_web", "sim_urls", "sims", "sim:", "sim,")
+                 "start_worker", "start_web", "sim_urls", "sims: ", "sim: Sim", "sim,")
 
 
 def imported_modules(path: Path) -> list[str]:

@@ -16,9 +16,12 @@ from tests.support.flows import TREAZURE, FakeRemotes, Parts
 from worker.base.money import from_utc_micros, utc_micros
 from worker.flows import parts as worker_parts
 from worker.flows import reconcile
-from worker.flows.sync import RUN_LOCK, Counts, push_entries, run_sync
+from worker.flows.sync.locking import RUN_LOCK
+from worker.flows.sync.push import push_entries
+from worker.flows.sync.run import run_sync
+from worker.flows.sync.summary import Counts
 from worker.store.pushguard import PushGuard
-from worker.systems.treazure.client import BalanceEntry
+from worker.systems.treazure.parsing import BalanceEntry
 
 A, B, C = (f"00000000-0000-0000-0000-00000000000{i}" for i in (1, 2, 3))
 T1, T2 = "2026-11-21T08:00:00Z", "2026-11-21T09:00:00Z"

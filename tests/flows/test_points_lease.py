@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 
 from tests.support.flows import TREAZURE, FakeRemotes, Parts
 from worker.base.point_request import validate_request
-from worker.flows import points
 from worker.flows.parts import Parts as FlowParts
-from worker.store.database import utcnow
+from worker.flows.points.booking import process
+from worker.store.engine import utcnow
 from worker.store.ledger import Ledger, point_transactions
 from worker.store.pushguard import PushGuard
 
@@ -71,7 +71,7 @@ async def test_a_booking_slower_than_the_lease_keeps_it_and_books_once(
     treazure.get(url__startswith=f"{ACCOUNT}/LoyaltyPrograms").mock(
         return_value=history_with("ref-slow"))
 
-    outcome = await points.process(flow, "ref-slow")
+    outcome = await process(flow, "ref-slow")
 
     assert outcome.state == "booked" and outcome.attempts == 1
     assert booking.call_count == 1
@@ -92,7 +92,7 @@ async def test_a_lease_taken_by_another_worker_stops_the_work_before_it_sends(
     booking = treazure.post(f"{ACCOUNT}/Transaction").mock(
         return_value=httpx.Response(200, json={}))
 
-    work = asyncio.ensure_future(points.process(
+    work = asyncio.ensure_future(process(
         FlowParts(slow, flow.store, flow.redis, flow.treazure, flow.engage, flow.guard),
         "ref-stolen"))
     await asyncio.sleep(0)  # the task claims the row before its first pause
@@ -136,7 +136,7 @@ async def test_a_lease_that_cannot_be_renewed_cuts_the_request_short(
 
     treazure.post(f"{ACCOUNT}/Transaction").mock(side_effect=hanging_booking)
     database_down = False
-    outcome = await asyncio.wait_for(points.process(flow, "ref-cut"), LEASE * 5)
+    outcome = await asyncio.wait_for(process(flow, "ref-cut"), LEASE * 5)
 
     assert outcome.state == "received"
     assert cut and cut[0] < lease_at_send[0]  # no request of ours outlived the lease

@@ -18,9 +18,10 @@ from sqlalchemy import update
 from tests.support.flows import TREAZURE, FakeRemotes, Parts
 from worker.base.point_request import validate_request
 from worker.faces.celery import tasks
-from worker.flows import points
 from worker.flows.parts import Parts as FlowParts
-from worker.store.database import utcnow
+from worker.flows.points.booking import process
+from worker.flows.points.record import REQUEUE_MAX_SECONDS, Outcome
+from worker.store.engine import utcnow
 from worker.store.ledger import Ledger, point_transactions
 from worker.store.pushguard import PushGuard
 
@@ -94,7 +95,7 @@ async def test_an_ambiguous_answer_lets_the_row_go_until_the_pause_is_over(
     history = treazure.get(url__startswith=f"{ACCOUNT}/LoyaltyPrograms").mock(
         return_value=httpx.Response(200, json=[]))
 
-    outcome = await points.process(flow, "ref-ambiguous")
+    outcome = await process(flow, "ref-ambiguous")
 
     assert pauses == []  # nothing slept inside the task
     assert booking.call_count == 1 and history.call_count == 0
@@ -118,7 +119,7 @@ async def test_an_uncertain_row_taken_early_waits_out_only_the_rest_then_reads_t
     history = treazure.get(url__startswith=f"{ACCOUNT}/LoyaltyPrograms").mock(
         return_value=history_with("ref-early"))
 
-    outcome = await points.process(flow, "ref-early")  # a redelivery, say: 2 s too early
+    outcome = await process(flow, "ref-early")  # a redelivery, say: 2 s too early
 
     # Only the rest of the pause, once (not queued again: that would restart the pause).
     assert len(pauses) == 1 and SETTLE - 3 < pauses[0] <= SETTLE - 2
@@ -140,7 +141,7 @@ async def test_once_the_pause_is_over_the_history_resolves_the_row_without_a_res
     treazure.get(url__startswith=f"{ACCOUNT}/LoyaltyPrograms").mock(
         return_value=history_with("ref-settled"))
 
-    outcome = await points.process(flow, "ref-settled")
+    outcome = await process(flow, "ref-settled")
 
     assert outcome.state == "booked" and outcome.retry_in is None
     assert booking.call_count == 0 and pauses == []
@@ -153,9 +154,9 @@ async def test_a_row_left_for_later_is_due_again_soon_and_the_pause_doubles(
     ledger = record(flow, "ref-busy")
     treazure.post(f"{ACCOUNT}/Transaction").mock(return_value=httpx.Response(429))
 
-    first = await points.process(flow, "ref-busy")  # three sends, all refused
+    first = await process(flow, "ref-busy")  # three sends, all refused
     assert ledger.get("ref-busy").attempts == 3 and len(pauses) == 2  # the short inline ones
-    second = await points.process(flow, "ref-busy")
+    second = await process(flow, "ref-busy")
 
     assert first.retry_in is not None and second.retry_in is not None
     assert first.retry_in < 10  # not 40 s: the retry pause starts small …
@@ -166,8 +167,8 @@ async def test_a_row_left_for_later_is_due_again_soon_and_the_pause_doubles(
 def test_the_task_queues_itself_again_for_when_the_row_is_due(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outcome = points.Outcome("ref-task", "received", CONTACT, "5", None, "503", 1,
-                             retry_in=SETTLE)
+    outcome = Outcome("ref-task", "received", CONTACT, "5", None, "503", 1,
+                      retry_in=SETTLE)
     monkeypatch.setattr(tasks, "run_with_parts", lambda work: (outcome, False))
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(tasks.add_points, "apply_async", lambda **kw: sent.append(kw))
@@ -182,8 +183,8 @@ def test_the_task_queues_itself_again_for_when_the_row_is_due(
 
 
 def test_the_task_leaves_a_long_pause_to_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
-    outcome = points.Outcome("ref-late", "received", CONTACT, "5", None, "429", 9,
-                             retry_in=points.REQUEUE_MAX_SECONDS + 1)
+    outcome = Outcome("ref-late", "received", CONTACT, "5", None, "429", 9,
+                      retry_in=REQUEUE_MAX_SECONDS + 1)
     monkeypatch.setattr(tasks, "run_with_parts", lambda work: (outcome, False))
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(tasks.add_points, "apply_async", lambda **kw: sent.append(kw))

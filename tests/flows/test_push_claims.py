@@ -13,9 +13,9 @@ import pytest
 from tests.support.flows import FakeRemotes, Parts
 from worker.base.money import utc_micros
 from worker.base.point_request import validate_request
-from worker.flows import points
 from worker.flows.parts import Parts as FlowParts
-from worker.flows.sync import run_sync
+from worker.flows.points.drain import BUSY_RETRY_SECONDS, drain, seconds_until_due
+from worker.flows.sync.run import run_sync
 from worker.store.ledger import Ledger
 from worker.store.pushguard import Claim, PushGuard
 
@@ -104,7 +104,7 @@ async def test_a_transaction_never_overwrites_a_newer_sync_push(
         ledger.booked(request.reference, 1500, us(at))
     flow = FlowParts(parts.settings, parts.store, parts.redis, parts.treazure, parts.engage,
                      guard)
-    assert await points.drain(flow) == 2
+    assert await drain(flow) == 2
     assert remotes.pushed_contacts() == [B]  # A's T2 balance is older than the sync's T3
     assert ledger.get("ref-older").state == "applied"  # covered by the newer balance
     assert "newer balance" in (ledger.get("ref-older").reason or "")
@@ -124,15 +124,15 @@ async def test_a_transaction_waits_while_the_sync_pushes_its_contact(
     sync_claim = await guard.claim_for_sync([(A, us(T2))])
     flow = FlowParts(parts.settings, parts.store, parts.redis, parts.treazure, parts.engage,
                      guard)
-    assert await points.drain(flow) == 0
+    assert await drain(flow) == 0
     assert guard.met_busy.is_set()
     assert remotes.pushed_contacts() == []  # not while the sync's push is out
     # The row waits a moment; pointsync.push_points schedules itself for then.
-    wait = points.seconds_until_due(parts.store)
-    assert wait is not None and wait <= points.BUSY_RETRY_SECONDS
+    wait = seconds_until_due(parts.store)
+    assert wait is not None and wait <= BUSY_RETRY_SECONDS
     parts.store.save_contact_states([(A, 900, us(T2), 1)])  # its write-behind, then the flush
     await guard.release_sync([sync_claim.token])
     await asyncio.sleep(wait)  # the pause push_points takes (its countdown), not a sync point
-    assert await points.drain(flow) == 1
+    assert await drain(flow) == 1
     assert remotes.pushed_contacts() == [A]
     assert ledger.get("ref-wait").state == "applied"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.support.flows import TREAZURE, FakeRemotes, Parts
 from worker.base.point_request import validate_request
-from worker.flows import points
+from worker.flows.points.booking import add_points
 from worker.store.ledger import Ledger
 
 CONTACT = "6c1e0000-0000-0000-0000-000000000001"
@@ -21,7 +21,7 @@ async def test_a_refusal_echoing_secrets_is_stored_and_returned_masked(
                   "client_secret=s3cr3t-client apikey: s3cr3t-key</pre></html>")
     request = validate_request(CONTACT, "10", "welcome bonus", "ref-echo-1")
 
-    outcome = await points.add_points(parts, request, "task")  # type: ignore[arg-type]
+    outcome = await add_points(parts, request, "task")  # type: ignore[arg-type]
 
     row = Ledger(parts.store).get("ref-echo-1")
     assert row is not None and row.state == outcome.state == "failed"

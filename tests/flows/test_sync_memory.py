@@ -7,7 +7,7 @@ import tracemalloc
 import pytest
 
 from tests.support.flows import FakeRemotes, Parts
-from worker.flows.sync import run_sync
+from worker.flows.sync.run import run_sync
 
 
 def fill(remotes: FakeRemotes, pages: int, run: int, per_page: int = 1000) -> None:
@@ -36,7 +36,7 @@ async def peak_bytes_of_a_run(parts: Parts, remotes: FakeRemotes, pages: int, ru
 async def test_peak_memory_does_not_grow_with_the_job(
     parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("worker.flows.sync.FLUSH_EVERY_ROWS", 2000)
+    monkeypatch.setattr("worker.flows.sync.lanes.FLUSH_EVERY_ROWS", 2000)
     parts.settings.ENGAGE_BATCH_SIZE = 500
     remotes.pushes_kept = False
     small = await peak_bytes_of_a_run(parts, remotes, pages=8, run=1)

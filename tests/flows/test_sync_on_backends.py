@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.support.flows import FakeRemotes, Parts
-from worker.flows.sync import run_sync
-from worker.store.database import Store, make_engine, upgrade_schema
+from worker.flows.sync.run import run_sync
+from worker.store.database import Store
+from worker.store.engine import make_engine
+from worker.store.schema import upgrade_schema
 
 
 @pytest.fixture

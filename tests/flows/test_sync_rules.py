@@ -12,10 +12,12 @@ from redis.asyncio.lock import Lock
 from sqlalchemy import update
 
 from tests.support.flows import FakeRemotes, Parts
+from worker.base.arguments import InvalidArgument
 from worker.base.money import utc_micros
-from worker.flows.sync import RUN_LOCK, InvalidArgument, run_sync
-from worker.store.database import sync_rejections
-from worker.systems.treazure.client import BalanceEntry
+from worker.flows.sync.locking import RUN_LOCK
+from worker.flows.sync.run import run_sync
+from worker.store.contacts import sync_rejections
+from worker.systems.treazure.parsing import BalanceEntry
 
 A, B, C = (f"00000000-0000-0000-0000-00000000000{i}" for i in (1, 2, 3))
 T1, T2, T3 = "2026-11-21T08:00:00Z", "2026-11-21T09:00:00Z", "2026-11-21T10:00:00Z"
@@ -103,7 +105,7 @@ async def test_older_entry_after_the_newer_was_pushed_is_never_sent(
     parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch, flush_rows: int
 ) -> None:
     """The guard holds whether the newer push is already in the store or still pending."""
-    monkeypatch.setattr("worker.flows.sync.FLUSH_EVERY_ROWS", flush_rows)
+    monkeypatch.setattr("worker.flows.sync.lanes.FLUSH_EVERY_ROWS", flush_rows)
     parts.settings.ENGAGE_BATCH_SIZE = 1  # every entry is pushed before the next is read
     remotes.add_page((A, 10, T3))
     remotes.add_page((A, 5, T1))
@@ -244,7 +246,7 @@ async def test_second_run_skips_while_the_lock_is_held(parts: Parts,
 async def test_run_left_running_by_a_dead_worker_is_marked_abandoned(
     parts: Parts, remotes: FakeRemotes
 ) -> None:
-    from worker.store.database import utcnow
+    from worker.store.engine import utcnow
 
     dead = parts.store.start_run(started_at=utcnow(), window_from=None, window_to=None,
                                  explicit_window=False, task_id="dead")
@@ -257,7 +259,7 @@ async def test_a_redelivered_task_waits_for_its_dead_holders_lock(
     parts: Parts, remotes: FakeRemotes
 ) -> None:
     """Its worker died mid-run and the broker handed the same task out again."""
-    from worker.store.database import utcnow
+    from worker.store.engine import utcnow
 
     dead = parts.store.start_run(started_at=utcnow(), window_from=None, window_to=None,
                                  explicit_window=False, task_id="task-1")
@@ -272,7 +274,7 @@ async def test_a_redelivered_task_waits_for_its_dead_holders_lock(
 async def test_another_task_still_skips_while_the_lock_is_held(
     parts: Parts, remotes: FakeRemotes
 ) -> None:
-    from worker.store.database import utcnow
+    from worker.store.engine import utcnow
 
     parts.store.start_run(started_at=utcnow(), window_from=None, window_to=None,
                           explicit_window=False, task_id="task-1")

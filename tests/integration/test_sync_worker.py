@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 
 from sims.harness import BIN, CeleryProcess
 from tests.support.integration import Sim, wait_for
-from worker.flows.sync import RUN_LOCK
-from worker.store.database import Store, contact_balances
+from worker.flows.sync.locking import RUN_LOCK
+from worker.store.contacts import contact_balances
+from worker.store.database import Store
 
 pytestmark = pytest.mark.integration  # starts processes
 

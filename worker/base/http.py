@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.utils
 import html
-import random
 import re
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ import httpx
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from worker.base.backoff import jittered
 from worker.base.logs import default_redactor
 
 T = TypeVar("T")
@@ -162,11 +162,8 @@ class BackoffWait:
 
     def __call__(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        hinted = getattr(error, "retry_after", None)
-        if hinted is not None:
-            return min(hinted, self.maximum)
-        ceiling = min(self.maximum, self.initial * 2 ** (state.attempt_number - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        return jittered(self.initial, state.attempt_number - 1, self.maximum,
+                        retry_after=getattr(error, "retry_after", None))
 
 
 async def with_retries(

@@ -24,8 +24,10 @@ from typing import Any
 
 from worker.base.money import cents_to_decimal
 from worker.base.settings import Settings
+from worker.base.times import utc_seconds_text
 from worker.flows.parts import Parts
-from worker.flows.sync import Counts, SyncSummary, run_sync
+from worker.flows.sync.run import run_sync
+from worker.flows.sync.summary import Counts, SyncSummary
 from worker.systems.treazure.client import TreazureClient
 
 # Treazure's job is asked for everything mutated since this moment: "every balance".
@@ -86,7 +88,7 @@ async def export_import_files(
         raise ValueError(f"rows_per_file: must be 1 to {MAX_ROWS_PER_FILE}, got {rows_per_file}")
     directory.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
-    summary = ExportSummary(str(directory), read_started_at=_iso(started))
+    summary = ExportSummary(str(directory), read_started_at=utc_seconds_text(started))
     scratch = Path(tempfile.mkdtemp(prefix=".pointsync-export-", dir=directory))
     try:
         # Newest balance per contact, on disk: a million contacts would not fit in a
@@ -106,12 +108,13 @@ async def export_import_files(
                 "INSERT INTO b VALUES (?, ?, ?, ?) ON CONFLICT (contact) DO UPDATE SET "
                 "cents = excluded.cents, us = excluded.us, at = excluded.at "
                 "WHERE excluded.us > b.us",
-                [(e.contact_id, e.cents, e.mutated_us, _iso(e.mutated_at)) for e in entries])
+                [(e.contact_id, e.cents, e.mutated_us, utc_seconds_text(e.mutated_at))
+                 for e in entries])
             if progress is not None:
                 progress(summary.fetched)
         newest.commit()
         written = _write_files(newest, scratch, settings.ENGAGE_DEFINITION_ID, rows_per_file,
-                               _iso(started))
+                               utc_seconds_text(started))
         newest.close()
         summary.rows = sum(rows for _, rows in written)
         for old in directory.glob(FILE_PATTERN):
@@ -155,7 +158,3 @@ def _write_files(
             handle.close()
             written[-1] = (written[-1][0], count)
     return written
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -26,8 +26,10 @@ from typing import Any
 from worker.base.http import RemoteError
 from worker.base.money import cents_from_json, exact_amount, utc_micros
 from worker.flows.parts import Parts
-from worker.flows.sync import SyncSummary, push_entries, under_run_lock
-from worker.systems.treazure.client import BalanceEntry
+from worker.flows.sync.locking import under_run_lock
+from worker.flows.sync.push import push_entries
+from worker.flows.sync.summary import SyncSummary
+from worker.systems.treazure.parsing import BalanceEntry
 
 READ_CONCURRENCY = 8
 # A heal waits this long for a running sync (or migration) to release the run lock.

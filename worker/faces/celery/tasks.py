@@ -9,9 +9,10 @@ from worker.base.point_request import SOURCES, validate_contact_id, validate_req
 from worker.base.settings import get_settings
 from worker.faces.celery.app import app
 from worker.faces.runtime import get_store, remote, run_with_parts
-from worker.flows import history, points
+from worker.flows import history
 from worker.flows.parts import Parts
-from worker.flows.sync import run_sync
+from worker.flows.points import booking, drain, record, sweep
+from worker.flows.sync.run import run_sync
 from worker.store.ledger import LedgerRow
 
 
@@ -75,15 +76,15 @@ def add_points(
                                fallback_reference=call_reference(self, "pts"))
     origin = source if source in SOURCES else "task"
 
-    async def work(parts: Parts) -> tuple[points.Outcome, bool]:
-        outcome = await points.add_points(parts, request, origin)
-        turn = outcome.state == "booked" and await points.take_push_turn(parts.redis)
+    async def work(parts: Parts) -> tuple[record.Outcome, bool]:
+        outcome = await booking.add_points(parts, request, origin)
+        turn = outcome.state == "booked" and await drain.take_push_turn(parts.redis)
         return outcome, turn
 
     outcome, push_turn = run_with_parts(work)
     if push_turn:
         push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
-    if outcome.retry_in is not None and outcome.retry_in <= points.REQUEUE_MAX_SECONDS:
+    if outcome.retry_in is not None and outcome.retry_in <= record.REQUEUE_MAX_SECONDS:
         # The row is due again soon (a send settling, a short backoff): this same call
         # then, not a process waiting for it; should the message be lost, the sweep
         # finds the row due.
@@ -104,10 +105,10 @@ def push_points() -> dict[str, Any]:
     """Set the new balances of booked transactions in Engage, many per request."""
 
     async def work(parts: Parts) -> tuple[int, float | None]:
-        applied = await points.drain(parts)
-        await points.end_push_turn(parts.redis)
-        wait = points.seconds_until_due(parts.store)
-        if wait is not None and not await points.take_push_turn(parts.redis):
+        applied = await drain.drain(parts)
+        await drain.end_push_turn(parts.redis)
+        wait = drain.seconds_until_due(parts.store)
+        if wait is not None and not await drain.take_push_turn(parts.redis):
             wait = None  # a booking scheduled the next drain already
         return applied, wait
 
@@ -120,7 +121,7 @@ def push_points() -> dict[str, Any]:
 @app.task(name="pointsync.sweep_points", **NO_RESULT)
 def sweep_points() -> dict[str, int]:
     """Finish transactions whose task was lost, and push balances still waiting for Engage."""
-    return run_with_parts(lambda parts: points.sweep(parts, enqueue_row))
+    return run_with_parts(lambda parts: sweep.sweep(parts, enqueue_row))
 
 
 def enqueue_row(row: LedgerRow) -> None:
@@ -130,7 +131,7 @@ def enqueue_row(row: LedgerRow) -> None:
 
 def task_arguments(row: LedgerRow) -> dict[str, Any]:
     """The add_points arguments that continue a recorded transaction (no secrets in them)."""
-    return {"contact_id": row.contact_id, "amount": points.decimal_text(row.amount_cents),
+    return {"contact_id": row.contact_id, "amount": record.decimal_text(row.amount_cents),
             "description": row.description, "reference": row.reference}
 
 

@@ -1,0 +1,1 @@
+"""Flow 2: point transactions, booked in Treazure exactly once, then set in Engage."""

@@ -1,0 +1,76 @@
+"""The lease a worker holds on one ledger row while it books it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from worker.store.engine import utcnow
+from worker.store.ledger import LeaseLost, Ledger
+
+log = logging.getLogger("pointsync.points")
+
+
+class Lease:
+    """A worker's hold on one ledger row: short, and renewed while the work runs.
+
+    A dead worker's row is free again one lease after its last renewal (not after the
+    longest a booking could take). Every ledger move gives `until`, the row's lease_until
+    as last renewed; the keeper (see `kept`) renews it every third of the lease and cuts
+    the work short before the lease could run out unrenewed, so no request of ours is
+    still out when a second worker may take the row.
+    """
+
+    def __init__(self, reference: str, until: datetime, seconds: float) -> None:
+        self.reference, self.until, self.seconds = reference, until, seconds
+        self._deadline: asyncio.Timeout | None = None  # set while `kept` guards the work
+
+    def renew(self, ledger: Ledger) -> None:
+        """Extend the lease to a full one from now (and the work's deadline), or LeaseLost
+        (and the guarded work is cancelled at once)."""
+        try:
+            self.until = ledger.renew(self.reference, self.until, self.seconds)
+        except LeaseLost:
+            self._cut(at_once=True)
+            raise
+        self._cut(at_once=False)
+
+    @contextlib.asynccontextmanager
+    async def kept(self, ledger: Ledger) -> AsyncIterator[None]:
+        """Keep the lease while the block runs; the block is cancelled (TimeoutError) a
+        margin before the lease would run out unrenewed, or at once when it is lost."""
+        async with asyncio.timeout(None) as deadline:
+            self._deadline = deadline
+            self._cut(at_once=False)
+            keeper = asyncio.ensure_future(self._keep(ledger))
+            try:
+                yield
+            finally:
+                self._deadline = None
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+
+    async def _keep(self, ledger: Ledger) -> None:
+        while True:
+            await asyncio.sleep(self.seconds / 3)
+            try:
+                self.renew(ledger)
+            except LeaseLost:
+                log.warning("transaction %s: lease lost to another worker; stopping",
+                            self.reference)
+                return
+            except Exception as exc:  # the database, for a moment: the deadline stands
+                log.warning("transaction %s: lease not renewed (%s)", self.reference, exc)
+
+    def _cut(self, *, at_once: bool) -> None:
+        """Move the guarded work's deadline: now, or a margin before the lease runs out
+        (the margin leaves the cancelled work time to let go before anyone may claim)."""
+        if self._deadline is None:
+            return
+        now = asyncio.get_running_loop().time()
+        left = (self.until - utcnow()).total_seconds() - min(2.0, self.seconds / 6)
+        self._deadline.reschedule(now if at_once else now + left)

@@ -20,6 +20,9 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
+from worker.base.aio import cancel_and_wait
+from worker.base.backoff import doubled
+
 log = logging.getLogger("pointsync.locks")
 
 # The keeper gives up with this share of the TTL still left: the cancelled work has that
@@ -67,9 +70,7 @@ async def held_lock(
             raise
     finally:
         holding.inside = False
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
+        await cancel_and_wait(keeper)
         await _release(lock, name)
     if holding.lost is not None:
         if body is not None:
@@ -103,7 +104,7 @@ async def _extend_before(lock: Lock, name: str, deadline: float) -> tuple[float 
 
     Returns when the successful attempt was sent, or None and why it could not be.
     """
-    pause = RETRY_FIRST_SECONDS
+    failures = 0
     error = "no attempt before the deadline"
     while (remaining := deadline - time.monotonic()) > 0:
         sent_at = time.monotonic()
@@ -116,8 +117,9 @@ async def _extend_before(lock: Lock, name: str, deadline: float) -> tuple[float 
         except (RedisError, OSError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("lock %s: extension failed (%s); trying again", name, error)
+        pause = doubled(RETRY_FIRST_SECONDS, failures, RETRY_MAX_SECONDS)
+        failures += 1
         await asyncio.sleep(max(0.0, min(pause, deadline - time.monotonic())))
-        pause = min(pause * 2, RETRY_MAX_SECONDS)
     return None, f"Redis unreachable until the TTL was nearly spent ({error})"
 
 

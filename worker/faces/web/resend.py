@@ -5,13 +5,13 @@ POINTS_STALE_SECONDS (the sweep stays the last resort)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 
 from aiohttp import web
 
+from worker.base.aio import cancel_and_wait
 from worker.faces.web.context import LEDGER, SETTINGS, blocking, short_error
 from worker.faces.web.health import check_redis
 from worker.faces.web.queueing import ENQUEUE, SOURCE, UNSENT, task_kwargs
@@ -69,6 +69,4 @@ async def resender(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the resender runs for the app's lifetime."""
     task = asyncio.ensure_future(resend_unsent(app))
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 
+from worker.base.aio import cancel_and_wait
 from worker.store.engine import utcnow
 from worker.store.ledger import LeaseLost, Ledger
 
@@ -50,9 +51,7 @@ class Lease:
                 yield
             finally:
                 self._deadline = None
-                keeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await keeper
+                await cancel_and_wait(keeper)
 
     async def _keep(self, ledger: Ledger) -> None:
         while True:

@@ -14,6 +14,7 @@ from datetime import datetime
 import httpx
 import orjson
 
+from worker.base.backoff import doubled
 from worker.base.http import Rejected, RemoteError, parse_retry_after
 from worker.base.times import utc_seconds_text
 from worker.systems.treazure.parsing import BalanceEntry, MalformedEntry, next_link, parse_page
@@ -68,7 +69,7 @@ class BalancesJobs:
     async def _first_page(self, href: str) -> httpx.Response:
         """Poll `{href}/result` until it is ready, honouring 202 and Retry-After."""
         deadline = time.monotonic() + self._timeout
-        pause = 0.2
+        polls = 0
         while True:
             response = await self._session.read("GET", f"{href}/result")
             if response.status_code != 202:
@@ -78,8 +79,8 @@ class BalancesJobs:
                 raise JobTimeout(
                     SERVICE, f"balances job {href} still running after {self._timeout:g} s")
             hinted = parse_retry_after(response.headers.get("Retry-After"))
-            wait = hinted if hinted is not None else pause
-            pause = min(pause * 2, 5.0)
+            wait = hinted if hinted is not None else doubled(0.2, polls, 5.0)
+            polls += 1
             await asyncio.sleep(min(wait, remaining))
 
     async def _pages(self, href: str) -> AsyncIterator[Page]:

@@ -21,7 +21,8 @@ from rich.console import Console
 
 from sims.guids import seeded_ids
 from sims.harness import CeleryProcess, ensure_redis, start_celery, start_simulators, stop
-from worker.faces.cli.main import points_table, run_summary
+from worker.faces.cli.ledger_rows import points_table
+from worker.faces.cli.runs import run_summary
 from worker.faces.runtime import prepare_store
 from worker.store.database import Store
 from worker.store.ledger import Ledger

@@ -15,8 +15,8 @@ from typer.testing import CliRunner, Result
 from tests.support.unit import CLIENT_SECRET, cli_database
 from worker.base.http import RemoteError
 from worker.faces import runtime
-from worker.faces.cli import main as cli_module
-from worker.faces.cli.main import cli
+from worker.faces.cli import history as cli_history
+from worker.faces.cli.app import cli
 from worker.flows import history
 from worker.flows.parts import Parts
 from worker.store.history import HistoryStore
@@ -83,7 +83,7 @@ def in_order(text: str, *needles: str) -> bool:
 def test_table_shows_the_stored_entries_newest_first(
     stored: HistoryStore, fetch: FetchStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_module, "console", Console(width=120))  # headers on one line
+    monkeypatch.setattr(cli_history, "console", Console(width=120))  # headers on one line
     stored.save(CONTACT, ENTRIES)
 
     result = run(CONTACT)

@@ -17,7 +17,7 @@ from tests.support.unit import cli_database
 from worker.base.point_request import PointRequest
 from worker.faces import runtime
 from worker.faces.celery.app import app as celery_app
-from worker.faces.cli.main import cli
+from worker.faces.cli.app import cli
 from worker.store.ledger import Ledger
 
 CONTACT = "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f"

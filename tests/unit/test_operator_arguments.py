@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from tests.support.unit import API_KEY, CLIENT_SECRET, cli_database
 from worker.base.http import RemoteError
 from worker.base.settings import Settings
-from worker.faces.cli import doctor
-from worker.faces.cli.main import cli
-from worker.faces.cli.operations import read_contacts_file
+from worker.faces.cli import doctor_checks
+from worker.faces.cli.app import cli
+from worker.faces.cli.reconcile import read_contacts_file
 from worker.flows.migrate import IMPORT_COLUMNS, _write_files
 from worker.flows.reconcile import Reading
 
@@ -142,31 +142,31 @@ def test_drift_rules(treazure: Decimal | None, engage: Decimal | None,
 
 def test_doctor_names_a_missing_setting_and_skips_what_needs_it(env: pytest.MonkeyPatch) -> None:
     env.delenv("ENGAGE_API_KEY")
-    checks, core, full = doctor.check_configuration()
+    checks, core, full = doctor_checks.check_configuration()
     assert full is None and core is not None
-    assert checks[0].status == doctor.FAIL
+    assert checks[0].status == doctor_checks.FAIL
     assert checks[0].detail == "ENGAGE_API_KEY is required but not set"
 
 
 def test_doctor_warns_when_only_the_web_settings_are_missing(env: pytest.MonkeyPatch) -> None:
-    checks, _core, full = doctor.check_configuration()
+    checks, _core, full = doctor_checks.check_configuration()
     assert full is not None
-    assert [c.status for c in checks] == [doctor.OK, doctor.WARN]
+    assert [c.status for c in checks] == [doctor_checks.OK, doctor_checks.WARN]
     assert "WEBHOOK_SECRET" in checks[1].detail
 
 
 @pytest.mark.parametrize(("status", "level", "fix"), [
-    (401, doctor.FAIL, "were refused"),
-    (None, doctor.FAIL, "check TREAZURE_BASE_URL and that this host can reach it"),
-    (503, doctor.WARN, "try again later"),
-    (404, doctor.FAIL, "is it the tenant's API host?"),
+    (401, doctor_checks.FAIL, "were refused"),
+    (None, doctor_checks.FAIL, "check TREAZURE_BASE_URL and that this host can reach it"),
+    (503, doctor_checks.WARN, "try again later"),
+    (404, doctor_checks.FAIL, "is it the tenant's API host?"),
 ])
 def test_doctor_classifies_remote_failures(env: pytest.MonkeyPatch, status: int | None,
                                            level: str, fix: str) -> None:
     settings = Settings()  # type: ignore[call-arg]
     error = RemoteError("treazure", f"HTTP {status}: echoes {CLIENT_SECRET} and {API_KEY}",
                         status)
-    check = doctor._remote_failure("treazure", error, settings.TREAZURE_BASE_URL,
+    check = doctor_checks._remote_failure("treazure", error, settings.TREAZURE_BASE_URL,
                                    refused="credentials were refused")
     assert (check.status, fix in check.fix) == (level, True)
     assert CLIENT_SECRET not in check.detail and API_KEY not in check.detail
@@ -177,15 +177,16 @@ def test_doctor_hides_passwords_in_urls() -> None:
 
     settings = CoreSettings(REDIS_URL="redis://:hunter2@127.0.0.1:1/0",
                             DATABASE_URL="postgresql+psycopg://ps:hunter2@127.0.0.1:1/ps")
-    redis_check, database_check = doctor.check_redis(settings), doctor.check_database(settings)
-    assert redis_check.status == database_check.status == doctor.FAIL
+    redis_check = doctor_checks.check_redis(settings)
+    database_check = doctor_checks.check_database(settings)
+    assert redis_check.status == database_check.status == doctor_checks.FAIL
     assert redis_check.detail.startswith("redis://:***@127.0.0.1:1/0 does not answer")
     assert database_check.detail.startswith("postgresql+psycopg://ps:***@127.0.0.1:1/ps: ")
     assert "hunter2" not in redis_check.detail + database_check.detail
 
 
 def test_the_report_says_which_drift_heal_leaves(capsys: pytest.CaptureFixture[str]) -> None:
-    from worker.faces.cli.operations import _print_report
+    from worker.faces.cli.reconcile import _print_report
     from worker.flows.reconcile import ReconcileReport
 
     report = ReconcileReport(checked=3, drift=[Reading(A, Decimal("5"), Decimal("4")),

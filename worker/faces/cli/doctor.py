@@ -1,247 +1,36 @@
-"""`pointsync doctor`: checks each thing the worker depends on and says how to fix it.
-
-Every check runs even when an earlier one failed (a broken Redis says nothing about
-Engage's key), except those that need a setting that is missing. No check writes anything
-anywhere, and no secret is ever printed.
-"""
+"""`pointsync doctor`: runs every check (doctor_checks) and shows what is wrong and the fix."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from datetime import timedelta
-from typing import Any
+import json
+from typing import Annotated
 
-import redis
+import typer
+from rich.table import Table
+from rich.text import Text
 
-from worker.base.http import RemoteError
-from worker.base.logs import Redactor
-from worker.base.settings import ConfigError, CoreSettings, Settings, WebSettings, load_settings
+from worker.faces.cli import doctor_checks as checks
+from worker.faces.cli.output import console
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-NOBODY = "00000000-0000-0000-0000-000000000000"  # a contact id no tenant has
-TIMEOUT_SECONDS = 10.0
+STATUS_STYLE = {checks.OK: "[green]ok[/green]", checks.WARN: "[yellow]warn[/yellow]",
+                checks.FAIL: "[red]FAIL[/red]", checks.SKIP: "[dim]skip[/dim]"}
 
 
-@dataclass
-class Check:
-    name: str
-    status: str  # ok | warn | fail | skip
-    detail: str
-    fix: str = ""
-
-
-def as_dicts(checks: list[Check]) -> list[dict[str, str]]:
-    return [asdict(check) for check in checks]
-
-
-def load(cls: type[CoreSettings]) -> CoreSettings | ConfigError:
-    try:
-        return load_settings(cls)
-    except ConfigError as exc:  # its text starts "configuration error: "; the table says so
-        return ConfigError(str(exc).removeprefix("configuration error: "))
-
-
-SET_IT = "set the variable in the environment or in .env (README: Running it for real)"
-
-
-def check_configuration() -> tuple[list[Check], CoreSettings | None, Settings | None]:
-    core = load(CoreSettings)
-    if isinstance(core, ConfigError):
-        return [Check("configuration", FAIL, str(core), SET_IT)], None, None
-    full = load(Settings)
-    if isinstance(full, ConfigError):
-        return [Check("configuration", FAIL, str(full), SET_IT)], core, None
-    checks: list[Check] = []
-    assert isinstance(full, Settings)
-    checks.append(Check("configuration", OK, "every setting the worker needs is valid"))
-    web = load(WebSettings)
-    if isinstance(web, ConfigError):
-        checks.append(Check("web configuration", WARN, str(web),
-                            "only the web process needs WEBHOOK_SECRET and WEB_API_KEY; set "
-                            "them where it runs"))
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable results.")] = False,
+) -> None:
+    """Check the configuration, Redis, the database, Treazure (token), Engage (apikey),
+    the sync lag and the workers; say what is wrong and how to fix it. Exit 1 on a failure."""
+    results = checks.run_all()
+    if as_json:
+        print(json.dumps(checks.as_dicts(results)))
     else:
-        checks.append(Check("web configuration", OK, "WEBHOOK_SECRET and WEB_API_KEY are set"))
-    return checks, full, full
-
-
-def check_redis(settings: CoreSettings) -> Check:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3,
-                                  socket_timeout=3)
-    where = Redactor()(settings.REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        return Check("redis", FAIL, f"{where} does not answer: {type(exc).__name__}",
-                     "start Redis or fix REDIS_URL")
-    try:
-        try:
-            policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
-        except redis.ResponseError:  # CONFIG is disabled on some managed services
-            return Check("redis", WARN, f"{where} answers; its eviction policy cannot be read",
-                         "make sure maxmemory-policy is noeviction: an evicted message is a "
-                         "lost sync or transaction")
-        if policy != "noeviction":
-            return Check("redis", FAIL,
-                         f"{where} answers, but maxmemory-policy is {policy}: Redis may evict "
-                         "queued messages and locks",
-                         "redis-cli CONFIG SET maxmemory-policy noeviction (and set it in "
-                         "redis.conf)")
-        return Check("redis", OK, f"{where} answers; maxmemory-policy noeviction")
-    finally:
-        client.close()
-
-
-def check_database(settings: CoreSettings) -> Check:
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from worker.store.database import make_engine, migrations_config
-
-    where = Redactor()(settings.DATABASE_URL)
-    engine = make_engine(settings.DATABASE_URL)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-            current = MigrationContext.configure(conn).get_current_revision()
-    except SQLAlchemyError as exc:
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0][:200]
-        return Check("database", FAIL, f"{where}: {reason}",
-                     "start the database or fix DATABASE_URL")
-    finally:
-        engine.dispose()
-    head = ScriptDirectory.from_config(migrations_config()).get_current_head()
-    if current != head:
-        return Check("database", FAIL,
-                     f"{where} answers; schema is at {current or 'nothing'}, the code needs "
-                     f"{head}", "pointsync db upgrade (workers also upgrade when they start)")
-    return Check("database", OK, f"{where} answers; schema at {head}")
-
-
-async def check_treazure(settings: Settings) -> Check:
-    from redis.asyncio import Redis
-
-    from worker.systems.treazure.client import TreazureClient
-
-    quick = _quick(settings)
-    # The token is asked for directly: the one shared in Redis may predate a changed secret.
-    async with TreazureClient(quick, Redis.from_url(quick.REDIS_URL)) as treazure:
-        return await _probe(
-            "treazure", treazure.request_token(), settings.TREAZURE_BASE_URL,
-            ok=lambda lifetime: f"issued a token (valid {timedelta(seconds=int(lifetime))})",
-            refused="TREAZURE_CLIENT_ID / TREAZURE_CLIENT_SECRET were refused: check them "
-                    "with Cow Hills (the secret can be reset, not read back)")
-
-
-class _NoLimit:
-    """One request does not need the shared rate limit (and must not need Redis)."""
-
-    async def acquire(self) -> None:
-        return None
-
-
-async def check_engage(settings: Settings) -> Check:
-    from worker.systems.engage.client import EngageClient
-
-    quick = _quick(settings)
-    async with EngageClient(quick, _NoLimit()) as engage:  # type: ignore[arg-type]
-        return await _probe(
-            "engage", engage.get_balance(NOBODY), settings.ENGAGE_BASE_URL,
-            ok=lambda _: f"accepted the apikey (API {settings.ENGAGE_API_VERSION})",
-            refused="ENGAGE_API_KEY was refused: create or copy the key under "
-                    "Administration → API connections in Engage")
-
-
-async def _probe(name: str, call: Awaitable[Any], base: Any, ok: Callable[[Any], str],
-                 refused: str) -> Check:
-    """One request: an ok row with what it said, or the failure with its fix."""
-    try:
-        answer = await call
-    except RemoteError as exc:
-        return _remote_failure(name, exc, base, refused)
-    return Check(name, OK, f"{base} {ok(answer)}")
-
-
-def check_lag(settings: Settings) -> Check:
-    from worker.faces.runtime import get_store
-    from worker.store.database import utcnow
-
-    watermark = get_store(settings).watermark()
-    if watermark is None:
-        return Check("sync lag", WARN, "no scheduled sync has succeeded yet",
-                     "start beat (celery -A worker beat) and a worker, or run "
-                     "pointsync migrate at go-live")
-    lag = (utcnow() - watermark).total_seconds()
-    if lag > 2 * settings.SYNC_INTERVAL_SECONDS:
-        return Check("sync lag", WARN,
-                     f"the last successful scheduled sync started {age_text(lag)} ago",
-                     "check beat and the workers are running (pointsync status shows recent "
-                     "runs and their errors)")
-    return Check("sync lag", OK, f"the last successful scheduled sync started {age_text(lag)} ago")
-
-
-def check_workers(settings: CoreSettings) -> Check:
-    from worker.faces.celery.app import app
-
-    try:
-        answers = app.control.ping(timeout=1.0)
-    except Exception as exc:  # the broker itself is down: the redis check says so
-        return Check("workers", SKIP, f"cannot ask the workers: {type(exc).__name__}")
-    if not answers:
-        return Check("workers", WARN, "no worker answered a ping within 1 s",
-                     "start one: celery -A worker worker -Q celery (Procfile: worker)")
-    names = sorted(name for answer in answers for name in answer)
-    return Check("workers", OK, f"{len(names)} answered: {', '.join(names)[:200]}")
-
-
-def run_all() -> list[Check]:
-    checks, core, full = check_configuration()
-    needs = "not checked: the configuration is incomplete"
-    checks.append(check_redis(core) if core else Check("redis", SKIP, needs))
-    checks.append(check_database(core) if core else Check("database", SKIP, needs))
-    if full is None:
-        checks += [Check(name, SKIP, needs) for name in ("treazure", "engage", "sync lag")]
-    else:
-        checks += asyncio.run(_remote_checks(full))
-        database_ok = next(c for c in checks if c.name == "database").status == OK
-        checks.append(check_lag(full) if database_ok else Check("sync lag", SKIP,
-                                                                "the database is not usable"))
-    redis_ok = next(c for c in checks if c.name == "redis").status in (OK, WARN)
-    checks.append(check_workers(core) if core and redis_ok else
-                  Check("workers", SKIP, "Redis is not usable"))
-    return checks
-
-
-async def _remote_checks(settings: Settings) -> list[Check]:
-    calls: list[Callable[[Settings], Awaitable[Check]]] = [check_treazure, check_engage]
-    return list(await asyncio.gather(*(call(settings) for call in calls)))
-
-
-def _quick(settings: Settings) -> Settings:
-    # One attempt with a short timeout: the doctor reports, it does not ride out faults.
-    return settings.model_copy(update={
-        "HTTP_MAX_ATTEMPTS": 1,
-        "HTTP_TIMEOUT_SECONDS": min(settings.HTTP_TIMEOUT_SECONDS, TIMEOUT_SECONDS)})
-
-
-def _remote_failure(name: str, exc: RemoteError, base: Any, refused: str) -> Check:
-    detail = f"{base}: {Redactor().one_line(exc.reason, 200)}"  # a body may echo a key
-    variable = "TREAZURE_BASE_URL" if name == "treazure" else "ENGAGE_BASE_URL"
-    if exc.status in (401, 403) or (name == "treazure" and exc.status == 400):
-        return Check(name, FAIL, detail, refused)
-    if exc.status is None:
-        return Check(name, FAIL, detail,
-                     f"check {variable} and that this host can reach it (DNS, firewall, proxy)")
-    if exc.status == 429 or exc.status >= 500:
-        return Check(name, WARN, detail, "the service is busy or failing; try again later")
-    return Check(name, FAIL, detail, f"check {variable} (is it the tenant's API host?)")
-
-
-def age_text(seconds: float) -> str:
-    """A duration as an operator reads it: `2 h 5 min`, `4 min 12 s`."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s"
+        table = Table(title="pointsync doctor")
+        for column in ("check", "", "finding", "how to fix"):
+            table.add_column(column, overflow="fold")
+        for check in results:
+            table.add_row(check.name, STATUS_STYLE[check.status], Text(check.detail),
+                          Text(check.fix))
+        console.print(table)
+    if any(check.status == checks.FAIL for check in results):
+        raise typer.Exit(1)

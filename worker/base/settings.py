@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import sys
 from functools import lru_cache
-from typing import Literal, NoReturn, TypeVar
+from typing import Annotated, Literal, NoReturn, TypeVar
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ConfigError(Exception):
@@ -124,6 +132,56 @@ class Settings(CoreSettings):
     HISTORY_CHUNK_SECONDS: float = Field(1.0, gt=0)
 
     USER_AGENT: str = "pointsync/0.1.0"
+
+    # Toggle (gift cards): on when its API user is set; all three or none (see _toggle_set).
+    TOGGLE_API_URL: AnyHttpUrl = AnyHttpUrl("https://api.mytoggle.io/graphql")
+    TOGGLE_USERNAME: str | None = None
+    TOGGLE_PASSWORD: SecretStr | None = None
+    TOGGLE_ACCOUNT_ID: int | None = None
+    TOGGLE_MERCHANT_ID: int = 26
+    TOGGLE_CURRENCY: str = Field("GBP", pattern=r"^[A-Z]{3}$")
+    # None: the account's `In-store Gift` product, looked up once.
+    TOGGLE_PRODUCT_ID: int | None = None
+    # `name=reference,name=reference`: till site names to Toggle site references.
+    TOGGLE_SITES: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    TOGGLE_VALIDATE_CARD_NUMBER: bool = True
+
+    @field_validator("TOGGLE_USERNAME", "TOGGLE_PASSWORD", "TOGGLE_ACCOUNT_ID",
+                     "TOGGLE_PRODUCT_ID", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker-compose passes `${TOGGLE_USERNAME:-}` as an empty string: not set.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("TOGGLE_SITES", mode="before")
+    @classmethod
+    def _sites(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        sites: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, sep, reference = (text.strip() for text in item.partition("="))
+            if not sep or not name or not reference:
+                raise ValueError(f"{item!r} is not name=reference")
+            if name in sites:
+                raise ValueError(f"site {name!r} is mapped twice")
+            sites[name] = reference
+        return sites
+
+    @model_validator(mode="after")
+    def _toggle_set(self) -> Settings:
+        """Some of Toggle's required settings but not all: stop, naming the missing ones."""
+        required = ("TOGGLE_USERNAME", "TOGGLE_PASSWORD", "TOGGLE_ACCOUNT_ID")
+        missing = [name for name in required if getattr(self, name) is None]
+        if 0 < len(missing) < len(required):
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type="missing", loc=(name,), input=None) for name in missing
+            ])
+        return self
+
+    @property
+    def toggle_enabled(self) -> bool:
+        return self.TOGGLE_USERNAME is not None
 
 
 class WebSettings(Settings):

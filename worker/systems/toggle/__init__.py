@@ -1,0 +1,1 @@
+"""Toggle (gift cards): its GraphQL API, every contract assumption about it, nothing else."""

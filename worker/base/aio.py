@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 
-async def cancel_and_wait(task: asyncio.Future[object]) -> None:
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
     """Stop a helper task (a keeper, a resender) and wait until it has stopped, so nothing it
     does can interleave with what the caller does next."""
     task.cancel()

@@ -8,6 +8,7 @@ spaced 1/rate apart across all workers, with no burst and no busy polling. Celer
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from redis.asyncio import Redis
 
@@ -29,6 +30,12 @@ return string.format('%d', start - now)
 # exactly 1/rate apart, and a server counting a sliding second then answers 429 (which
 # costs a whole Retry-After second). 2 % of throughput buys that margin.
 HEADROOM = 0.98
+
+
+class SlotLimiter(Protocol):
+    """What a client needs of a rate limit: wait for the next request's slot."""
+
+    async def acquire(self) -> None: ...
 
 
 class SharedRateLimiter:

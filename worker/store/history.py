@@ -106,12 +106,12 @@ class HistoryStore:
         transaction; returns how many entries were new."""
         now = utcnow()
         entries = list(entries)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"contact_id": contact_id, "entry_key": key, "at_us": entry_time_us(e),
              "entry": orjson.dumps(e).decode(), "fetched_at": now}
             for e, key in zip(entries, entry_keys(entries), strict=True)
         ]
-        newest = max((r["at_us"] for r in rows), default=None)
+        newest = max((int(r["at_us"]) for r in rows), default=None)
         with self.engine.begin() as conn:
             added = 0
             if rows:
@@ -142,7 +142,11 @@ class HistoryStore:
                 select(history_contacts.c.fetched_at, history_contacts.c.newest_at_us)
                 .where(history_contacts.c.contact_id == contact_id)
             ).first()
-        return Fetched(as_utc(row[0]), row[1]) if row else None  # type: ignore[arg-type]
+        if row is None:
+            return None
+        fetched_at = as_utc(row[0])
+        assert fetched_at is not None  # the column is NOT NULL
+        return Fetched(fetched_at, row[1])
 
     def page(self, contact_id: str, offset: int, count: int) -> tuple[list[dict[str, Any]], int]:
         """Entries newest first, and how many there are in all."""

@@ -83,6 +83,14 @@ class LedgerRow:
     def final(self) -> bool:
         return self.state not in OPEN_STATES
 
+    @property
+    def booked_balance(self) -> tuple[int, int]:
+        """(cents, Treazure's mutated µs) of a booking whose time is known; only such rows
+        are pushed to Engage."""
+        if self.balance_cents is None or self.balance_mutated_us is None:
+            raise ValueError(f"transaction {self.reference}: booking time not known yet")
+        return self.balance_cents, self.balance_mutated_us
+
     def same_request(self, request: PointRequest) -> bool:
         return (self.contact_id, self.amount_cents, self.description) == (
             request.contact_id, request.amount_cents, request.description)
@@ -129,6 +137,14 @@ class Ledger:
 
     def get(self, reference: str) -> LedgerRow | None:
         return self.outbox.get(reference)
+
+    def row(self, reference: str) -> LedgerRow:
+        """The row of a reference the caller recorded or claimed (rows are never deleted
+        while open)."""
+        found = self.outbox.get(reference)
+        if found is None:
+            raise LookupError(f"no transaction {reference!r} is recorded")
+        return found
 
     # -- the lease and state moves ------------------------------------------------------
 

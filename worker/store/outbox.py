@@ -61,6 +61,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.schema import SchemaItem
 
 from worker.store.engine import as_utc, insert_for, utcnow
@@ -97,7 +98,7 @@ def outbox_columns(table_name: str, key: str = "key", key_length: int = 64) -> l
     ]
 
 
-def utc_row(mapping: Mapping[str, Any]) -> dict[str, Any]:
+def utc_row(mapping: Mapping[str, Any] | RowMapping) -> dict[str, Any]:
     """A row as a dict, its times in UTC whatever the driver returned."""
     return {name: as_utc(value) if isinstance(value, datetime) else value
             for name, value in mapping.items()}

@@ -113,7 +113,9 @@ class RunQueries:
                     kind=kind, **dict.fromkeys(RUN_COUNTS, 0),
                 )
             )
-            return int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            assert key is not None  # an INSERT into a table with a primary key
+            return int(key[0])
 
     def update_run(self, run_id: int, **values: Any) -> None:
         with self.engine.begin() as conn:

@@ -147,7 +147,7 @@ class _NoLimit:
 
 async def check_engage(settings: Settings) -> Check:
     quick = _quick(settings)
-    async with EngageClient(quick, _NoLimit()) as engage:  # type: ignore[arg-type]
+    async with EngageClient(quick, _NoLimit()) as engage:
         return await _probe(
             "engage", engage.get_balance(NOBODY), settings.ENGAGE_BASE_URL,
             ok=lambda _: f"accepted the apikey (API {settings.ENGAGE_API_VERSION})",

@@ -4,6 +4,7 @@ bar, and the one-line failure."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import TracebackType
 from typing import Any, NoReturn
 
 import typer
@@ -67,8 +68,11 @@ class ProgressBar(Progress):
     """A live bar in a terminal. Elsewhere (cron, CI, a log file) a bar cannot redraw, so
     the last state is written once, as one plain line, when the bar closes."""
 
-    def __exit__(self, *exc: object) -> None:
-        super().__exit__(*exc)  # type: ignore[arg-type]
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        super().__exit__(exc_type, exc, traceback)
         if self.disable:
             for task in self.tasks:
                 err_console.print(f"{task.description}: {task.fields.get('counts', '')}",

@@ -77,8 +77,7 @@ async def process(parts: Parts, reference: str) -> Outcome:
                 ledger.release(reference, retry_in, lease.until)
                 released = True
     # A booked row's balance goes to Engage with the next drain (see take_push_turn).
-    return Outcome.of(ledger.get(reference),  # type: ignore[arg-type]
-                      retry_in=retry_in if released else None)
+    return Outcome.of(ledger.row(reference), retry_in=retry_in if released else None)
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ async def _book(parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease) -> f
         outcome = await _book_once(parts, ledger, row, lease)
         if outcome is None:
             return None
-        row = ledger.get(row.reference)  # type: ignore[assignment]
+        row = ledger.row(row.reference)
         log.warning("transaction %s not booked yet (attempt %d): %s",
                     row.reference, row.attempts, outcome.reason)
         if outcome.settling and outcome.after > 0:

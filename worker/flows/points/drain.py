@@ -111,7 +111,7 @@ async def _apply(parts: Parts, ledger: Ledger, rows: list[LedgerRow]) -> int:
     finally:
         await parts.guard.release_points(
             claim.token, [r.contact_id for r in mine],
-            [(r.contact_id, r.balance_mutated_us) for r in pushed])  # type: ignore[misc]
+            [(r.contact_id, r.booked_balance[1]) for r in pushed])
     return len(_refs(pushed, covered)) + len(_refs(superseded, covered))
 
 
@@ -129,9 +129,8 @@ async def _push(
     if not rows:
         return []
     balances = [
-        Balance(r.contact_id, cents_to_decimal(r.balance_cents),  # type: ignore[arg-type]
-                from_utc_micros(r.balance_mutated_us))  # type: ignore[arg-type]
-        for r in rows
+        Balance(r.contact_id, cents_to_decimal(cents), from_utc_micros(mutated_us))
+        for r in rows for cents, mutated_us in [r.booked_balance]
     ]
     try:
         result = await parts.engage.push_balances(balances, slot_reserved=True)
@@ -150,8 +149,7 @@ async def _push(
         for r in refused for ref in covered[r.contact_id]})
     accepted = [r for r in rows if r.contact_id not in result.not_accepted]
     ledger.applied(_refs(accepted, covered), [
-        (r.contact_id, r.balance_cents, r.balance_mutated_us)  # type: ignore[misc]
-        for r in accepted])
+        (r.contact_id, *r.booked_balance) for r in accepted])
     return accepted
 
 
@@ -170,7 +168,7 @@ async def _with_booking_times(
                          "booked; waiting for Treazure's history to show when")
             continue
         ledger.set_booking_time(row.reference, booking.balance_cents, booking.mutated_us)
-        complete.append(ledger.get(row.reference))  # type: ignore[arg-type]
+        complete.append(ledger.row(row.reference))
     return complete
 
 

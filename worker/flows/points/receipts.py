@@ -33,12 +33,13 @@ async def read_booking(parts: Parts, row: LedgerRow) -> Booking | None:
     stored), never later than the first send less the clock-skew margin, so the slice
     joins the stored one: the booking refreshes the contact's history at no extra cost.
     """
-    since: datetime | None = _history_from(parts.settings, row)
+    first_sent = _history_from(parts.settings, row)
     stored = HistoryStore(parts.store)
     known = stored.fetched(row.contact_id)
+    since: datetime | None = first_sent
     if known is None or known.newest_at_us is None:
         since = None
-    elif known.newest_at_us < utc_micros(since):  # type: ignore[arg-type]
+    elif known.newest_at_us < utc_micros(first_sent):
         since = from_utc_micros(known.newest_at_us)
     entries = await parts.treazure.history(row.contact_id, since)
     try:

@@ -174,8 +174,9 @@ async def _stream(
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
     finally:
         for task in tasks:
             task.cancel()

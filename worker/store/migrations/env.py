@@ -1,6 +1,7 @@
 """Alembic environment: runs on the connection `worker.store.schema.upgrade_schema` hands in."""
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from worker.store.engine import make_engine, metadata
 from worker.store.schema import migration_connection
@@ -21,7 +22,7 @@ def run() -> None:
     _migrate(connection)
 
 
-def _migrate(connection) -> None:  # type: ignore[no-untyped-def]
+def _migrate(connection: Connection) -> None:
     # render_as_batch lets SQLite apply ALTERs by copying tables.
     context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
     with context.begin_transaction():

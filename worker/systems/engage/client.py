@@ -17,7 +17,7 @@ import orjson
 
 from worker.base.http import Rejected, make_client, send, with_retries
 from worker.base.money import cents_from_json, cents_to_decimal
-from worker.base.ratelimit import SharedRateLimiter
+from worker.base.ratelimit import SlotLimiter
 from worker.base.settings import Settings
 
 SERVICE = "engage"
@@ -63,7 +63,7 @@ class EngageClient:
     def __init__(
         self,
         settings: Settings,
-        limiter: SharedRateLimiter,
+        limiter: SlotLimiter,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self._settings = settings

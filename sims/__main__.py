@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--treazure-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--engage-port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--toggle-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--seed-contacts", type=int, default=0, metavar="N")
     parser.add_argument(
         "--seed-changed",
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         args.engage_port,
         args.seed_contacts,
         args.seed_changed,
+        toggle_port=args.toggle_port,
         **{name: value for name, value in config.items() if value is not None},
     )
 

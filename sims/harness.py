@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 
 import redis
 
+from sims.toggle.config import ToggleConfig
+
 PYTHON = sys.executable
 BIN = Path(PYTHON).parent
 
@@ -107,6 +109,7 @@ class Simulators:
     proc: subprocess.Popen  # type: ignore[type-arg]
     treazure: str
     engage: str
+    toggle: str = ""  # base URL of the Toggle simulator (control API); GraphQL at /graphql
 
     def env(self) -> dict[str, str]:
         """The worker settings that point at these simulators (their built-in credentials)."""
@@ -117,13 +120,27 @@ class Simulators:
             "TREAZURE_LOYALTY_ID": "points",
             "ENGAGE_BASE_URL": self.engage,
             "ENGAGE_API_KEY": "sim-key",
+            **(_toggle_env(self.toggle) if self.toggle else {}),
         }
+
+
+def _toggle_env(url: str) -> dict[str, str]:
+    """The Toggle simulator's built-in API user, account and sites (sims/toggle/config.py)."""
+    config = ToggleConfig()
+    return {
+        "TOGGLE_API_URL": f"{url}/graphql",
+        "TOGGLE_USERNAME": config.username,
+        "TOGGLE_PASSWORD": config.password,
+        "TOGGLE_ACCOUNT_ID": str(config.account_id),
+        "TOGGLE_SITES": config.sites_setting(),
+    }
 
 
 def start_simulators(seed_contacts: int = 0, seed_changed: int | None = None,
                      extra: list[str] | None = None) -> Simulators:
     args = [PYTHON, "-m", "sims", "--host", "127.0.0.1",
-            "--treazure-port", "0", "--engage-port", "0", "--seed-contacts", str(seed_contacts)]
+            "--treazure-port", "0", "--engage-port", "0", "--toggle-port", "0",
+            "--seed-contacts", str(seed_contacts)]
     if seed_changed is not None:
         args += ["--seed-changed", str(seed_changed)]
     proc = subprocess.Popen(args + (extra or []), stdout=subprocess.PIPE, text=True)
@@ -133,7 +150,7 @@ def start_simulators(seed_contacts: int = 0, seed_changed: int | None = None,
         proc.wait(5)
         raise RuntimeError(f"simulators exited before listening (status {proc.returncode})")
     urls = json.loads(line)
-    return Simulators(proc, urls["treazure"], urls["engage"])
+    return Simulators(proc, urls["treazure"], urls["engage"], urls.get("toggle", ""))
 
 
 @dataclass

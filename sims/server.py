@@ -13,6 +13,7 @@ from sims.config import SimConfig
 from sims.endpoint import control_errors
 from sims.seed import plan_from_json, seed
 from sims.state import STATE, SimState
+from sims.toggle.server import toggle_app, toggle_state
 
 _MAX_BODY = 64 * 1024 * 1024  # aiohttp's 1 MiB default is too small for bulk /_sim/ calls
 
@@ -23,13 +24,15 @@ def run(
     engage_port: int,
     seed_contacts: int = 0,
     seed_changed: int | None = None,
+    toggle_port: int = 0,
     **config: Any,
 ) -> None:
     """Serve until SIGTERM or SIGINT. Port 0 lets the OS pick a free port.
 
     `config` holds SimConfig settings (client_id, api_key, engage_rate_limit, ...); they are
     also what `/_sim/reset` goes back to. Once both ports listen (after seeding), prints one
-    JSON line to stdout: {"treazure": "http://host:port", "engage": "http://host:port"}.
+    JSON line to stdout: {"treazure": "http://host:port", "engage": "http://host:port",
+    "toggle": "http://host:port"} (Toggle's GraphQL endpoint is that URL plus /graphql).
     """
     state = SimState(SimConfig().updated(config))
     if seed_contacts:
@@ -37,7 +40,7 @@ def run(
         if seed_changed is not None:
             plan["changed"] = seed_changed
         seed(state, plan_from_json(plan))
-    asyncio.run(_serve(state, host, treazure_port, engage_port))
+    asyncio.run(_serve(state, host, treazure_port, engage_port, toggle_port))
 
 
 def _build_app(
@@ -50,7 +53,9 @@ def _build_app(
     return app
 
 
-async def _serve(state: SimState, host: str, treazure_port: int, engage_port: int) -> None:
+async def _serve(
+    state: SimState, host: str, treazure_port: int, engage_port: int, toggle_port: int = 0
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -70,6 +75,12 @@ async def _serve(state: SimState, host: str, treazure_port: int, engage_port: in
             await runner.setup()
             await web.TCPSite(runner, host, port).start()
             urls[name] = _url(host, runner.addresses[0][1])
+        # Toggle keeps its own books and control API (sims/toggle) on its own port.
+        runner = web.AppRunner(toggle_app(toggle_state()), access_log=None, shutdown_timeout=1)
+        runners.append(runner)
+        await runner.setup()
+        await web.TCPSite(runner, host, toggle_port).start()
+        urls["toggle"] = _url(host, runner.addresses[0][1])
         print(json.dumps(urls), flush=True)
         await stop.wait()
     finally:

@@ -126,13 +126,7 @@ def sweep_points() -> dict[str, int]:
 
 def enqueue_row(row: LedgerRow) -> None:
     """Queue a recorded row again; nobody waits on this message, so it keeps no result."""
-    add_points.apply_async(kwargs=task_arguments(row), **NO_RESULT)
-
-
-def task_arguments(row: LedgerRow) -> dict[str, Any]:
-    """The add_points arguments that continue a recorded transaction (no secrets in them)."""
-    return {"contact_id": row.contact_id, "amount": record.decimal_text(row.amount_cents),
-            "description": row.description, "reference": row.reference}
+    add_points.apply_async(kwargs=record.booking_arguments(row), **NO_RESULT)
 
 
 # The lowest priority (see celery.py): history never holds up a sync or a transaction.

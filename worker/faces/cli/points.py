@@ -14,7 +14,7 @@ from worker.base.settings import get_core_settings
 from worker.faces.cli.ledger_rows import print_point, print_points
 from worker.faces.cli.output import console
 from worker.faces.runtime import prepare_store
-from worker.flows.points.record import record
+from worker.flows.points.record import booking_arguments, record
 from worker.store.ledger import Ledger, LedgerRow
 
 points_cli = typer.Typer(no_args_is_help=True,
@@ -37,11 +37,11 @@ def _enqueue_and_follow(
     # Local: building the Celery app reads the settings (and importing Celery costs ~0.1 s);
     # only the commands that send need it.
     from worker.faces.celery.app import app
-    from worker.faces.celery.tasks import task_arguments
 
     try:
         # Followed in the ledger, not through a result: none is stored.
-        app.send_task("pointsync.add_points", kwargs=task_arguments(row), ignore_result=True)
+        app.send_task("pointsync.add_points", kwargs=booking_arguments(row),
+                      ignore_result=True)
     except Exception as exc:  # recorded all the same: the sweep finishes it
         console.print(f"[yellow]could not enqueue ({type(exc).__name__}); the sweep will "
                       f"finish {row.reference}[/yellow]", highlight=False)

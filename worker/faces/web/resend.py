@@ -14,9 +14,8 @@ from aiohttp import web
 from worker.base.aio import cancel_and_wait
 from worker.faces.web.context import LEDGER, SETTINGS, blocking, short_error
 from worker.faces.web.health import check_redis
-from worker.faces.web.queueing import ENQUEUE, SOURCE, UNSENT, task_kwargs
-from worker.flows.points.record import decimal_text
-from worker.store.ledger import LedgerRow
+from worker.faces.web.queueing import ENQUEUE, SOURCE, UNSENT
+from worker.flows.points.record import booking_arguments
 
 log = logging.getLogger("pointsync.web")
 
@@ -52,17 +51,12 @@ def _queue_recorded(app: web.Application, since: datetime) -> tuple[int, str | N
     while rows := ledger.never_sent(SOURCE, since, after, RESEND_PAGE):
         for row in rows:
             try:
-                app[ENQUEUE](_row_kwargs(row))
+                app[ENQUEUE](booking_arguments(row))
             except Exception as exc:
                 return queued, short_error(exc, app[SETTINGS])
             queued += 1
         after = rows[-1].reference
     return queued, None
-
-
-def _row_kwargs(row: LedgerRow) -> dict[str, str]:
-    return task_kwargs(row.contact_id, decimal_text(row.amount_cents) or "",
-                       row.description or "", row.reference)
 
 
 async def resender(app: web.Application) -> AsyncIterator[None]:

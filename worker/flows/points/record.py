@@ -64,3 +64,12 @@ def record(
 
 def decimal_text(cents: int | None) -> str | None:
     return None if cents is None else str(cents_to_decimal(cents))
+
+
+def booking_arguments(row: LedgerRow) -> dict[str, str]:
+    """The `pointsync.add_points` arguments that continue a recorded transaction (no secret
+    in them), for every sender: the sweep, the web process's resender, the CLI."""
+    if row.amount_cents is None or row.description is None:
+        raise ValueError(f"transaction {row.reference} was recorded as invalid: never sent")
+    return {"contact_id": row.contact_id, "amount": str(cents_to_decimal(row.amount_cents)),
+            "description": row.description, "reference": row.reference}

@@ -5,20 +5,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sims.toggle.errors import DUPLICATE, NEGATIVE, NO_CARD, UNKNOWN_SITE
+from sims.toggle.errors import DUPLICATE
 from tests.support.toggle import (
-    ALIAS,
-    ALIAS_CARD,
     CARD,
     CARD_BALANCE,
     CARDS,
     CREATE_ORDER,
-    LINE_ITEMS,
     LOGIN,
-    ORDERS,
     PASSWORD,
     PRODUCTS,
-    REVERSE,
     USERNAME,
     Toggle,
     adjust_variables,

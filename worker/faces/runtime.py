@@ -18,6 +18,7 @@ from worker.store.engine import make_engine
 from worker.store.pushguard import PushGuard
 from worker.store.schema import upgrade_schema
 from worker.systems.engage.client import EngageClient
+from worker.systems.toggle.client import ToggleClient
 from worker.systems.treazure.client import TreazureClient
 
 ENGAGE_RATE_KEY = "pointsync:ratelimit:engage"
@@ -60,10 +61,13 @@ async def remote(settings: Settings | None = None) -> AsyncIterator[Parts]:
     # Response counts reach Redis (for /metrics) while a long task runs, and on the way out.
     flusher = telemetry.PeriodicFlush(redis)
     try:
-        async with TreazureClient(settings, redis) as treazure, \
-                EngageClient(settings, limiter) as engage:
+        async with contextlib.AsyncExitStack() as clients:
+            treazure = await clients.enter_async_context(TreazureClient(settings, redis))
+            engage = await clients.enter_async_context(EngageClient(settings, limiter))
+            toggle = await clients.enter_async_context(ToggleClient(settings, redis)) \
+                if settings.toggle_enabled else None
             yield Parts(settings, get_store(settings), redis, treazure, engage,
-                         PushGuard.for_settings(redis, settings))
+                        PushGuard.for_settings(redis, settings), toggle)
     finally:
         try:
             await flusher.close()

@@ -10,6 +10,7 @@ from worker.base.settings import Settings
 from worker.store.database import Store
 from worker.store.pushguard import PushGuard
 from worker.systems.engage.client import EngageClient
+from worker.systems.toggle.client import ToggleClient
 from worker.systems.treazure.client import TreazureClient
 
 
@@ -21,3 +22,5 @@ class Parts:
     treazure: TreazureClient
     engage: EngageClient
     guard: PushGuard
+    # Gift cards: present only where TOGGLE_* is configured.
+    toggle: ToggleClient | None = None

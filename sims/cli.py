@@ -12,15 +12,16 @@ def sim(
     host: str = "127.0.0.1",
     treazure_port: int = 8101,
     engage_port: int = 8102,
+    toggle_port: int = 8103,
     seed_contacts: Annotated[int, typer.Option(help="Accounts to create at start.")] = 0,
     seed_changed: Annotated[int | None, typer.Option(help="How many changed lately.")] = None,
 ) -> None:
-    """Run the Treazure and Engage simulators (demo, tests, benchmark)."""
+    """Run the Treazure, Engage and Toggle simulators (demo, tests, benchmark)."""
     # Local: this module is loaded by every `pointsync` command; the simulators' web stack
     # is loaded only by the command that runs them.
     from sims.server import run
 
-    run(host, treazure_port, engage_port, seed_contacts, seed_changed)
+    run(host, treazure_port, engage_port, seed_contacts, seed_changed, toggle_port)
 
 
 def demo(

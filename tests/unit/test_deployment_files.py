@@ -140,3 +140,11 @@ def test_a_mistyped_option_is_caught() -> None:
     assert accepted(["pointsync", "web", "--port", "1"]).returncode != 0
     assert accepted(["celery", "-A", "worker", "flower", "--basic_auth=a:b"]).returncode == 0
     assert accepted(["celery", "-A", "worker", "flower", "--basic-oauth=a:b"]).returncode != 0
+
+
+def test_the_image_holds_every_package_the_compose_commands_need() -> None:
+    # The demo profile's `sim` service runs `pointsync sim`, a plugin from sims/: an image
+    # built without it would start and have no such command.
+    copied = {line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")}
+    assert {"worker", "sims"} <= copied

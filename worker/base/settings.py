@@ -145,6 +145,10 @@ class Settings(CoreSettings):
     # `name=reference,name=reference`: till site names to Toggle site references.
     TOGGLE_SITES: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     TOGGLE_VALIDATE_CARD_NUMBER: bool = True
+    # The API user's credit budget (contract: 8,000, refilled 5,000 per 10 minutes); another
+    # tier, or a simulator, is set here so every process paces itself to the real budget.
+    TOGGLE_CREDITS_MAX: float = Field(8000, gt=0)
+    TOGGLE_CREDITS_REFILL_PER_SECOND: float = Field(5000 / 600, gt=0)
 
     @field_validator("TOGGLE_USERNAME", "TOGGLE_PASSWORD", "TOGGLE_ACCOUNT_ID",
                      "TOGGLE_PRODUCT_ID", mode="before")

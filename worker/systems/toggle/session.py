@@ -75,7 +75,10 @@ class ToggleSession:
         namespace = hashlib.sha256(f"{self.url}|{settings.TOGGLE_USERNAME}".encode()
                                    ).hexdigest()[:16]
         self.token = SharedToken(redis, self.login, namespace=namespace)
-        self.bucket = bucket or CreditBucket(redis, f"pointsync:toggle:credits:{namespace}")
+        self.bucket = bucket or CreditBucket(
+            redis, f"pointsync:toggle:credits:{namespace}",
+            maximum=settings.TOGGLE_CREDITS_MAX,
+            refill_per_second=settings.TOGGLE_CREDITS_REFILL_PER_SECOND)
 
     # -- the public calls -----------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from typing import TypeVar
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -26,6 +27,10 @@ from worker.base.http import RESPONSES
 log = logging.getLogger("pointsync.telemetry")
 
 RESPONSES_KEY = "pointsync:metrics:responses"
+# A system's answers by outcome (Toggle's session.OUTCOMES: ok, refused, throttled, …),
+# flushed with the responses into a hash of their own: `toggle:refused`.
+OUTCOMES_KEY = "pointsync:metrics:outcomes"
+_outcome_tallies: dict[str, Counter[str]] = {}
 FLUSH_INTERVAL = 5.0  # seconds between flushes while a long task (a sync) runs
 FLUSH_TIMEOUT = 2.0  # a flush gives up after this, keeping its counts for the next one
 # Short tasks flush at their end at most this often: at 50 point transactions a second a
@@ -35,6 +40,7 @@ TASK_FLUSH_SECONDS = 1.0
 _last_flush = float("-inf")  # time.monotonic() of this process's last flush attempt
 
 Tally = Counter[tuple[str, str]]
+K = TypeVar("K")
 
 
 def field(service: str, status: str) -> str:
@@ -42,7 +48,13 @@ def field(service: str, status: str) -> str:
     return f"{service}:{status}"
 
 
-def take(tally: Tally) -> dict[tuple[str, str], int]:
+def count_outcomes(service: str, outcomes: Counter[str]) -> None:
+    """Flush `outcomes` (a system's own counter, which base cannot import) with the
+    responses from now on; a face registers it (a second call replaces the first)."""
+    _outcome_tallies[service] = outcomes
+
+
+def take(tally: Counter[K]) -> dict[K, int]:
     """What the tally holds now, removed from it (increments made later stay)."""
     taken = {key: count for key, count in tally.items() if count}
     for key, count in taken.items():
@@ -53,25 +65,34 @@ def take(tally: Tally) -> dict[tuple[str, str], int]:
 
 
 async def flush_responses(redis: Redis, tally: Tally = RESPONSES) -> int:
-    """Add the tally to the shared hash; the number of responses moved. Raises (with the
-    counts back in the tally) when Redis cannot be written."""
+    """Add the tally (and the registered outcome counters) to the shared hashes; the
+    number of responses moved. Raises (with the counts back in their tallies) when Redis
+    cannot be written."""
     taken = take(tally)
-    if not taken:
+    outcomes = {service: take(counter)
+                for service, counter in _outcome_tallies.items()}
+    if not taken and not any(outcomes.values()):
         return 0
     try:
         pipe = redis.pipeline(transaction=True)
         for (service, status), count in taken.items():
             pipe.hincrby(RESPONSES_KEY, field(service, status), count)
+        for service, counts in outcomes.items():
+            for outcome, count in counts.items():
+                pipe.hincrby(OUTCOMES_KEY, field(service, str(outcome)), count)
         await pipe.execute()
     except BaseException:  # cancelled too: what was taken goes back
         tally.update(taken)
+        for service, counts in outcomes.items():
+            _outcome_tallies[service].update(counts)
         raise
     return sum(taken.values())
 
 
 def task_flush_due(tally: Tally = RESPONSES) -> bool:
     """Whether a task ending now should flush: it has counts and the last flush is old."""
-    return bool(tally) and time.monotonic() - _last_flush >= TASK_FLUSH_SECONDS
+    pending = bool(tally) or any(_outcome_tallies.values())
+    return pending and time.monotonic() - _last_flush >= TASK_FLUSH_SECONDS
 
 
 async def try_flush(redis: Redis, tally: Tally = RESPONSES) -> None:
@@ -116,10 +137,11 @@ class PeriodicFlush:
         await try_flush(self._redis, self._tally)
 
 
-def read_responses(redis: SyncRedis) -> dict[tuple[str, str], int]:
-    """The shared totals since Redis was last emptied: {(service, status): count}."""
+def read_responses(redis: SyncRedis, key: str = RESPONSES_KEY) -> dict[tuple[str, str], int]:
+    """The shared totals since Redis was last emptied: {(service, status): count}
+    (OUTCOMES_KEY: {(service, outcome): count})."""
     totals: dict[tuple[str, str], int] = {}
-    for raw_field, raw_count in redis.hgetall(RESPONSES_KEY).items():
+    for raw_field, raw_count in redis.hgetall(key).items():
         name = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
         service, _, status = name.partition(":")
         if status:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.base.http import RemoteError
+from worker.base.http import Rejected, RemoteError
 from worker.base.logs import Redactor
 from worker.base.settings import ConfigError, CoreSettings, Settings, WebSettings, load_settings
 from worker.faces.cli.output import age_text
@@ -26,6 +26,7 @@ from worker.faces.runtime import get_store
 from worker.store.engine import make_engine, utcnow
 from worker.store.schema import migrations_config
 from worker.systems.engage.client import EngageClient
+from worker.systems.toggle.client import ToggleClient
 from worker.systems.treazure.client import TreazureClient
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -138,6 +139,36 @@ async def check_treazure(settings: Settings) -> Check:
                     "with Cow Hills (the secret can be reset, not read back)")
 
 
+async def check_toggle(settings: Settings) -> Check:
+    """Only where Toggle is configured: a fresh login (not shared: the check writes no
+    token) and the credits left in the shared bucket, which the login's answer settles."""
+    if not settings.toggle_enabled:
+        return Check("toggle", SKIP, "not configured (TOGGLE_USERNAME and the rest unset)")
+    quick = _quick(settings)
+    redis_client = Redis.from_url(quick.REDIS_URL)
+    try:
+        async with ToggleClient(quick, redis_client) as toggle:
+            check = await _probe(
+                "toggle", toggle._session.login(), settings.TOGGLE_API_URL,
+                ok=lambda _: "logged in",
+                refused="TOGGLE_USERNAME / TOGGLE_PASSWORD were refused: check the API user "
+                        "in Toggle's portal")
+            if check.status != OK:
+                return check
+            try:
+                left = await toggle.credits()
+            except Exception as exc:  # Redis down: the redis check says why
+                return Check("toggle", WARN, f"{check.detail}; credits unknown "
+                             f"({type(exc).__name__})", "see the redis check")
+    finally:
+        await redis_client.aclose()
+    if left < 1:
+        return Check("toggle", WARN, f"{check.detail}; no credits left now ({left:.0f})",
+                     "a burst of gift cards is under way or the budget is spent; cards wait "
+                     "for credits (they refill every second)")
+    return Check("toggle", OK, f"{check.detail}; {left:.0f} credits left")
+
+
 class _NoLimit:
     """One request does not need the shared rate limit (and must not need Redis)."""
 
@@ -216,6 +247,8 @@ def run_all() -> list[Check]:
 
 async def _remote_checks(settings: Settings) -> list[Check]:
     calls: list[Callable[[Settings], Awaitable[Check]]] = [check_treazure, check_engage]
+    if settings.toggle_enabled:
+        calls.append(check_toggle)
     return list(await asyncio.gather(*(call(settings) for call in calls)))
 
 
@@ -228,8 +261,10 @@ def _quick(settings: Settings) -> Settings:
 
 def _remote_failure(name: str, exc: RemoteError, base: Any, refused: str) -> Check:
     detail = f"{base}: {Redactor().one_line(exc.reason, 200)}"  # a body may echo a key
-    variable = "TREAZURE_BASE_URL" if name == "treazure" else "ENGAGE_BASE_URL"
-    if exc.status in (401, 403) or (name == "treazure" and exc.status == 400):
+    variable = {"treazure": "TREAZURE_BASE_URL", "toggle": "TOGGLE_API_URL"}.get(
+        name, "ENGAGE_BASE_URL")
+    if exc.status in (401, 403) or (name == "treazure" and exc.status == 400) \
+            or (name == "toggle" and isinstance(exc, Rejected)):  # a GraphQL refusal is a 200
         return Check(name, FAIL, detail, refused)
     if exc.status is None:
         return Check(name, FAIL, detail,

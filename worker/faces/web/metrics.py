@@ -22,8 +22,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis import Redis
 
+from worker.base.settings import Settings
 from worker.base.telemetry import read_responses
 from worker.faces.celery.queues import queue_depths, unacked_count
+from worker.faces.web import giftcard_metrics
 from worker.faces.web.context import SETTINGS, STORE, blocking
 from worker.store.database import Store
 from worker.store.ledger import Ledger
@@ -41,32 +43,37 @@ REDIS_TIMEOUT = 2.0  # seconds, per Redis call of a scrape
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics, read at each scrape; a source that is down is reported in them."""
     app = request.app
-    body = await blocking(app, scrape, app[STORE], app[SETTINGS].REDIS_URL)
+    body = await blocking(app, scrape, app[STORE], app[SETTINGS].REDIS_URL, app[SETTINGS])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def scrape(store: Store, redis_url: str) -> bytes:
+def scrape(store: Store, redis_url: str, settings: Settings | None = None) -> bytes:
     """One scrape's text, with a Redis connection of its own (run it off the event loop)."""
     redis = Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT,
                            socket_connect_timeout=REDIS_TIMEOUT)
     try:
-        return render(store, redis)
+        return render(store, redis, settings=settings)
     finally:
         redis.close()
 
 
-def render(store: Store, redis: Redis, now: float | None = None) -> bytes:
-    """The exposition text for the store and Redis as they are now (`now`: Unix seconds)."""
+def render(store: Store, redis: Redis, now: float | None = None,
+           settings: Settings | None = None) -> bytes:
+    """The exposition text for the store and Redis as they are now (`now`: Unix seconds);
+    with `settings` where Toggle is configured, its credits left too."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PointsyncCollector(store, redis, time.time() if now is None else now))
+    registry.register(PointsyncCollector(store, redis, time.time() if now is None else now,
+                                         settings))
     return generate_latest(registry)
 
 
 class PointsyncCollector:
     """A prometheus_client collector that reads everything when it is collected."""
 
-    def __init__(self, store: Store, redis: Redis, now: float) -> None:
+    def __init__(self, store: Store, redis: Redis, now: float,
+                 settings: Settings | None = None) -> None:
         self.store, self.redis, self.now = store, redis, now
+        self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
         errors = GaugeMetricFamily(
@@ -114,7 +121,7 @@ class PointsyncCollector:
             "pointsync_queue_unacked",
             "Celery messages handed to a worker and not yet acknowledged (running or reserved)",
             value=unacked_count(self.redis))
-        return [responses, depth, unacked]
+        return [responses, depth, unacked, *giftcard_metrics.toggle(self.redis, self.settings)]
 
 
 def _seconds(value: datetime | None) -> float | None:

@@ -58,6 +58,17 @@ class _Throttled(Exception):
         self.available = available
 
 
+def api_user_namespace(settings: Settings) -> str:
+    """The Redis namespace of one Toggle API user (its token, its credit bucket)."""
+    return hashlib.sha256(f"{settings.TOGGLE_API_URL}|{settings.TOGGLE_USERNAME}".encode()
+                          ).hexdigest()[:16]
+
+
+def credits_key(settings: Settings) -> str:
+    """The shared credit bucket's key (read by /metrics too)."""
+    return f"pointsync:toggle:credits:{api_user_namespace(settings)}"
+
+
 class ToggleSession:
     def __init__(self, settings: Settings, redis: Redis, http: httpx.AsyncClient | None = None,
                  *, bucket: CreditBucket | None = None) -> None:
@@ -72,11 +83,10 @@ class ToggleSession:
             headers={"User-Agent": settings.USER_AGENT, "Accept": "application/json"},
         )
         # One token and one budget per Toggle API user, whichever process asks.
-        namespace = hashlib.sha256(f"{self.url}|{settings.TOGGLE_USERNAME}".encode()
-                                   ).hexdigest()[:16]
+        namespace = api_user_namespace(settings)
         self.token = SharedToken(redis, self.login, namespace=namespace)
         self.bucket = bucket or CreditBucket(
-            redis, f"pointsync:toggle:credits:{namespace}",
+            redis, credits_key(settings),
             maximum=settings.TOGGLE_CREDITS_MAX,
             refill_per_second=settings.TOGGLE_CREDITS_REFILL_PER_SECOND)
 

@@ -1,0 +1,1 @@
+"""Gift cards through Toggle: issue a card, turn points into one, till operations."""

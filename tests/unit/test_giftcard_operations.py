@@ -17,7 +17,9 @@ from redis import exceptions as redis_errors
 
 from worker.base import telemetry
 from worker.faces.cli import doctor_checks
+from worker.faces.runtime import prepare_store
 from worker.faces.web import giftcard_metrics
+from worker.store.giftcards import Orders
 from worker.systems.toggle import session
 from worker.systems.toggle.throttle import CreditBucket
 
@@ -148,3 +150,17 @@ async def test_doctor_shows_a_refused_login_with_its_fix(
 async def test_doctor_skips_toggle_where_it_is_not_configured(settings) -> None:
     check = await doctor_checks.check_toggle(settings)
     assert check.status == doctor_checks.SKIP
+
+
+def test_metrics_count_gift_card_rows_by_kind_and_state(tmp_path) -> None:
+    store = prepare_store(f"sqlite:///{tmp_path / 'gc.db'}")
+    orders = Orders(store)
+    for reference in ("a", "b", "c"):
+        orders.record(reference, 500, None, None, None, "task")
+    orders.issued("a", None, order_id=1, line_item_id=2, card_id=3,
+                  card_reference="6301190000000020001", card_masked="6301 19•• •••• ••• 0001")
+    orders.outbox.fail("b", "Product is not available")
+    [family] = giftcard_metrics.states(store)
+    counts = {(s.labels["kind"], s.labels["state"]): s.value for s in family.samples}
+    assert counts == {("order", "issued"): 1, ("order", "failed"): 1,
+                      ("order", "received"): 1}

@@ -20,6 +20,7 @@ from worker.base.settings import ConfigError, WebSettings, exit_on_config_error,
 from worker.faces.runtime import prepare_store, remote
 from worker.faces.web.context import EXECUTOR, HISTORY, LEDGER, REDIS, SETTINGS, STORE
 from worker.faces.web.engage_webhook import VERIFIER, engage_webhook
+from worker.faces.web.giftcards import add_giftcard_routes
 from worker.faces.web.health import CHECK_TIMEOUT, health
 from worker.faces.web.history import (
     FETCH_TIMEOUT,
@@ -100,6 +101,7 @@ def create_app(
     app.router.add_get("/contacts/{contact_id}/points-history", points_history)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    add_giftcard_routes(app)
     return app
 
 

@@ -8,6 +8,8 @@ from redis import Redis
 
 from worker.base.settings import Settings
 from worker.base.telemetry import OUTCOMES_KEY, read_responses
+from worker.store.database import Store
+from worker.store.giftcards import Adjustments, Orders, Redemptions
 from worker.systems.toggle.session import credits_key
 
 
@@ -42,3 +44,19 @@ def credits_left(redis: Redis, settings: Settings) -> float:
     now_us = int(seconds) * 1_000_000 + int(micros)
     refill = max(0, now_us - int(at)) / 1_000_000 * settings.TOGGLE_CREDITS_REFILL_PER_SECOND
     return min(maximum, float(saved) + refill)
+
+
+def states(store: Store) -> list[Metric]:
+    """Gift-card rows by kind and state (every state present; none before the first)."""
+    family = GaugeMetricFamily(
+        "pointsync_giftcards",
+        "Gift-card rows by kind (order, redemption, till) and state: received/issued/"
+        "failed orders, the points → card steps (refunded: Toggle refused, points back), "
+        "till operations received/applied/failed (`pointsync giftcard failed`)",
+        labels=["kind", "state"])
+    for kind, outbox in (("order", Orders(store).outbox),
+                         ("redemption", Redemptions(store).outbox),
+                         ("till", Adjustments(store).outbox)):
+        for state, count in sorted(outbox.counts_by_state().items()):
+            family.add_metric([kind, state], count)
+    return [family]

@@ -100,6 +100,7 @@ class PointsyncCollector:
         families += _runs(store.recent_runs(RECENT_RUNS, kind="sync"),
                           store.last_success_finished())
         families += _ledger(ledger.state_totals(), ledger.oldest_open_created_at(), self.now)
+        families += giftcard_metrics.states(store)
         return families
 
     # -- Redis: remote responses and the broker's queues -----------------------------------

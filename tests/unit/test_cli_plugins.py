@@ -16,7 +16,7 @@ from worker.faces.cli.app import add_plugins, cli
 
 
 @pytest.mark.parametrize(("command", "says"), [
-    ("sim", "Run the Treazure and Engage simulators"),
+    ("sim", "Run the Treazure, Engage and Toggle simulators"),
     ("demo", "The main job end to end on embedded defaults"),
 ])
 def test_the_tools_commands_come_from_their_plugin(command: str, says: str) -> None:

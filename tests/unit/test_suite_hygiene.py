@@ -5,6 +5,7 @@ or another test module, and every test module that starts a process carries the
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,9 @@ TEST_MODULES = [p for p in MODULES if p.name.startswith("test_")]
 
 # What starting a process looks like in a test module: a subprocess, a Celery process from
 # the harness, the simulators, or a fixture that starts one of those.
-PROCESS_SIGNS = ("subprocess", "start_celery", "start_simulators", "running_sim",
-                 "start_worker", "start_web", "sim_urls", "sims: ", "sim: Sim", "sim,")
+PROCESS_SIGNS = re.compile(
+    r"\b(subprocess|start_celery|start_simulators|running_sim|start_worker|start_web|sim_urls)"
+    r"\b|\bsims: |\bsim: Sim\b|\bsim,")
 
 
 def imported_modules(path: Path) -> list[str]:
@@ -48,7 +50,7 @@ def test_no_helper_module_outside_support() -> None:
 
 def starts_processes(path: Path) -> bool:
     text = path.read_text()
-    return any(sign in text for sign in PROCESS_SIGNS)
+    return PROCESS_SIGNS.search(text) is not None
 
 
 @pytest.mark.parametrize("path", [p for p in TEST_MODULES if starts_processes(p)],

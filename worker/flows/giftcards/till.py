@@ -52,12 +52,17 @@ RETRY_SECONDS = 30.0
 
 
 class AdjustArguments(Protocol):
-    """What adjust_gift_card needs of a validated request (requests.AdjustRequest)."""
+    """What adjust_gift_card needs of a validated request (requests.AdjustRequest, a
+    frozen dataclass: read-only members)."""
 
-    card_reference: str
-    value_minor: int
-    site: str
-    reference: str
+    @property
+    def card_reference(self) -> str: ...
+    @property
+    def value_minor(self) -> int: ...
+    @property
+    def site(self) -> str: ...
+    @property
+    def reference(self) -> str: ...
 
 
 def _toggle(parts: Parts) -> ToggleClient:

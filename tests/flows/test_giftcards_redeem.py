@@ -25,7 +25,12 @@ from worker.flows.giftcards.sweep import sweep_giftcards
 from worker.flows.parts import Parts as FlowParts
 from worker.flows.points.drain import drain
 from worker.store.engine import utcnow
-from worker.store.giftcards import giftcard_adjustments, giftcard_orders, giftcard_redemptions
+from worker.store.giftcards import (
+    Redemptions,
+    giftcard_adjustments,
+    giftcard_orders,
+    giftcard_redemptions,
+)
 from worker.store.ledger import Ledger, point_transactions
 
 CONTACT = "00000000-0000-0000-0000-0000000000c7"
@@ -136,6 +141,8 @@ async def test_a_worker_killed_between_the_points_and_the_card_resumes_without_a
     with pytest.raises(Killed):
         await redeem_points_for_gift_card(flow, request("rd-crash"), "task")
     monkeypatch.undo()
+    row = Redemptions(flow.store).get("rd-crash")
+    assert row is not None and row.lease_until is None  # let go on the way out
     # A killed worker lets nothing go: its lease simply runs out.
     with flow.store.engine.begin() as conn:
         conn.execute(update(giftcard_redemptions).values(
@@ -195,3 +202,42 @@ def test_a_redemption_reference_leaves_room_for_its_derived_ones() -> None:
                                    fallback_reference="task-1")
     assert (made.reference, made.description, made.points_cents) == (
         "task-1", "gift card task-1", 500)
+
+
+async def test_points_booked_then_failed_in_engage_still_count_as_taken(
+    flow: FlowParts, toggle: FakeToggle, account: FakeTreazureAccount,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Killed(BaseException):
+        pass
+
+    async def killed(parts: FlowParts, reference: str) -> None:
+        raise Killed
+
+    monkeypatch.setattr(redeem, "process_order", killed)
+    with pytest.raises(Killed):
+        await redeem_points_for_gift_card(flow, request("rd-engage"), "task")
+    monkeypatch.undo()
+    # Meanwhile the drain gave up on Engage for the points row: Treazure still booked it.
+    Ledger(flow.store).fail("rd-engage-points", "Engage: ContactNotFound")
+
+    resumed = await resume_redemption(flow, "rd-engage")
+
+    assert resumed.state == "done" and resumed.card_number is not None, resumed
+    assert resumed.reason is not None and "did not reach Engage" in resumed.reason
+    assert len(account.bookings) == 1 and len(toggle.orders) == 1
+
+
+async def test_points_not_booked_yet_hold_the_card_back_until_they_are(
+    flow: FlowParts, toggle: FakeToggle, account: FakeTreazureAccount
+) -> None:
+    account.down = 1  # Treazure answers 503: the booking may or may not have happened
+
+    first = await redeem_points_for_gift_card(flow, request("rd-wait"), "task")
+
+    assert first.state == "points_pending" and first.retry_in is not None
+    assert toggle.named("CreateOrder") == []
+    second = await resume_redemption(flow, "rd-wait")  # the history decides, then one send
+    assert second.state == "card_issued"
+    assert [b["receiptNr"] for b in account.bookings] == ["rd-wait-points"]
+    assert len(toggle.orders) == 1

@@ -104,8 +104,12 @@ class FakeTreazureAccount:
 
     balance_cents: int
     bookings: list[dict[str, Any]] = field(default_factory=list)
+    down: int = 0  # the next bookings answer 503 (and book nothing)
 
     def book(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            self.down -= 1
+            return httpx.Response(503, text="unavailable")
         body = orjson.loads(request.content)
         program = body["loyaltyPrograms"][0]
         sign = 1 if "loads" in program else -1
@@ -135,7 +139,7 @@ async def toggle_parts(parts: Parts, remotes: FakeRemotes,
     settings = parts.settings.model_copy(update={
         "TOGGLE_API_URL": TOGGLE_URL, "TOGGLE_USERNAME": "api-user",
         "TOGGLE_PASSWORD": SecretStr("tg-Pa55-9911"), "TOGGLE_ACCOUNT_ID": 412,
-        "TOGGLE_PRODUCT_ID": 4, "POINTS_INLINE_ATTEMPTS": 1,
+        "TOGGLE_PRODUCT_ID": 4, "POINTS_INLINE_ATTEMPTS": 1, "POINTS_SETTLE_SECONDS": 0.0,
         "TOGGLE_SITES": {"london": "EPOS-LDN-1"}})
     remotes.forget[0].post(TOGGLE_URL).mock(side_effect=fake)
     bucket = CreditBucket(parts.redis, "pointsync:toggle:credits:test")

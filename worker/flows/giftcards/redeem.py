@@ -79,20 +79,19 @@ async def resume_redemption(parts: Parts, reference: str) -> RedeemOutcome:
         return outcome(parts, current, duplicate=current.final, in_progress=not current.final)
     assert row.lease_until is not None
     lease = row.lease_until
-    retry_in: float | None = 0.0
+    retry_in: float | None = None
+    finished = False  # a final step lets go of the lease itself
     try:
-        while not row.final:
+        while not (finished := row.final):
             lease = redemptions.outbox.renew(reference, lease, seconds)
             retry_in = await _step(parts, redemptions, row, lease)
             if retry_in is not None:
                 break
             row = redemptions.get(reference) or row
-        else:
-            retry_in = None
     finally:
-        if retry_in is not None:
+        if not finished:  # waiting, or cut short: due again then (at once if cut short)
             with contextlib.suppress(LeaseLost):
-                redemptions.outbox.release(reference, retry_in, lease)
+                redemptions.outbox.release(reference, retry_in or 0.0, lease)
     current = redemptions.get(reference)
     assert current is not None
     return outcome(parts, current, retry_in=retry_in)
@@ -173,7 +172,8 @@ async def _book(parts: Parts, row: RedemptionRow, reference: str, cents: int,
                          source)
         known = Ledger(parts.store).get(reference)
     assert known is not None
-    if known.state in POINTS_BOOKED:
+    # A row the drain failed later (Engage refused the balance) was still booked.
+    if known.state in POINTS_BOOKED or known.booked_at is not None:
         return _Booked(known.state, None)
     if known.state == "failed":
         return _Booked("failed", known.reason)

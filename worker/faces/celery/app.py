@@ -84,7 +84,8 @@ def create_app() -> Celery:
         settings = get_core_settings()
     except ConfigError as exc:
         exit_on_config_error(exc)
-    celery_app = Celery("pointsync", include=["worker.faces.celery.tasks"])
+    celery_app = Celery("pointsync", include=["worker.faces.celery.tasks",
+                                              "worker.faces.celery.giftcard_tasks"])
     celery_app.conf.update(celery_config(settings))
     return celery_app
 

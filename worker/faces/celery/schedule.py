@@ -55,4 +55,10 @@ def beat_schedule(settings: CoreSettings) -> dict[str, Any]:
             "schedule": float(settings.POINTS_SWEEP_INTERVAL_SECONDS),
             "options": {"expires": float(settings.POINTS_SWEEP_INTERVAL_SECONDS)},
         },
+        # Gift-card rows whose task was lost (nothing to do where Toggle is not configured).
+        "sweep-giftcards": {
+            "task": "pointsync.sweep_giftcards",
+            "schedule": float(settings.POINTS_SWEEP_INTERVAL_SECONDS),
+            "options": {"expires": float(settings.POINTS_SWEEP_INTERVAL_SECONDS)},
+        },
     }

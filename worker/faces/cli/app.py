@@ -11,6 +11,7 @@ import typer
 from worker.base.logs import configure_logging
 from worker.base.settings import ConfigError, exit_on_config_error, get_core_settings
 from worker.faces.cli import doctor, history, migrate, reconcile, sync, web
+from worker.faces.cli.giftcards import giftcard_cli
 from worker.faces.cli.output import console
 from worker.faces.cli.points import points_cli
 from worker.faces.runtime import prepare_store
@@ -53,6 +54,7 @@ cli.command()(reconcile.reconcile)
 cli.command()(doctor.doctor)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(points_cli, name="points")
+cli.add_typer(giftcard_cli, name="giftcard")
 
 
 def _configure_logging() -> None:

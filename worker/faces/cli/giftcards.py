@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from redis.exceptions import RedisError
 
+from worker.base import telemetry
 from worker.base.arguments import InvalidArgument
 from worker.base.http import RemoteError
 from worker.base.settings import get_core_settings
@@ -29,6 +30,10 @@ from worker.flows.giftcards.requests import (
 )
 from worker.flows.parts import Parts
 from worker.store.database import Store
+from worker.systems.toggle import session
+
+# Toggle's answers by outcome reach /metrics when this process's clients close.
+telemetry.count_outcomes("toggle", session.OUTCOMES)
 
 giftcard_cli = typer.Typer(no_args_is_help=True,
                            help="Gift cards through Toggle: issue, points → card, till "

@@ -4,19 +4,22 @@ verbatim, bad input refused before any call, and the PIN only in the first outco
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.support.flows import FakeRemotes, Parts
 from tests.support.giftcards import FakeToggle, toggle_parts
 from worker.base.arguments import InvalidArgument
 from worker.flows.giftcards.issue import issue_gift_card, process_order
 from worker.flows.giftcards.requests import validate_card_request
+from worker.flows.giftcards.sweep import sweep_giftcards
 from worker.flows.parts import Parts as FlowParts
+from worker.store.engine import utcnow
 from worker.store.giftcards import Orders, giftcard_orders
 
 
@@ -39,8 +42,9 @@ def stored_text(flow: FlowParts) -> str:
 
 
 async def test_a_card_is_issued_once_and_its_pin_is_only_in_the_first_outcome(
-    flow: FlowParts, toggle: FakeToggle
+    flow: FlowParts, toggle: FakeToggle, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     request = validate_card_request("25.00", None, "gc-venue", message="Thank you")
 
     first = await issue_gift_card(flow, request, "cli")
@@ -57,6 +61,8 @@ async def test_a_card_is_issued_once_and_its_pin_is_only_in_the_first_outcome(
             sent["total"], sent["sales_channel_id"]) == ("gc-venue", 2500, 0, 7)
     assert "pin" not in first.as_dict() and toggle.pins[0] not in repr(first)
     assert toggle.pins[0] not in stored_text(flow)
+    assert "issued" in caplog.text and toggle.pins[0] not in caplog.text
+    assert "6301190000000020001" not in caplog.text  # masked in the logs too
     row = Orders(flow.store).get("gc-venue")
     assert row is not None and row.card_reference == "6301190000000020001"  # for --reveal
 
@@ -178,3 +184,21 @@ def test_values_are_exact_minor_units_and_a_missing_reference_takes_the_fallback
     assert (request.value_minor, request.email, request.reference) == (1234, None, "task-7f3")
     assert validate_card_request(0.1, None, "r").value_minor == 10  # JSON's 0.1, not 0.1000…05
     assert validate_card_request("0.29", None, "r").value_minor == 29
+
+
+async def test_the_sweep_finishes_an_order_whose_worker_died_mid_call(
+    flow: FlowParts, toggle: FakeToggle
+) -> None:
+    toggle.faults.append("lose_after")  # Toggle made it; the worker never heard back …
+    toggle.lookup_down = 100  # … and could not ask either (a query is retried a few times)
+    first = await issue_gift_card(flow, validate_card_request("9", None, "gc-swept"), "task")
+    assert first.state == "received"
+    toggle.lookup_down = 0
+    with flow.store.engine.begin() as conn:  # its retry is due
+        conn.execute(update(giftcard_orders).values(next_attempt_at=utcnow()))
+
+    assert await sweep_giftcards(flow) == {"orders": 1, "redemptions": 0}
+
+    row = Orders(flow.store).get("gc-swept")
+    assert row is not None and row.state == "issued" and row.line_item_id == 9000
+    assert len(toggle.named("CreateOrder")) == 1 and len(toggle.orders) == 1

@@ -8,6 +8,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from worker.base.settings import ConfigError, CoreSettings, exit_on_config_error, get_core_settings
+from worker.faces.celery.masking import mask_published_headers
 from worker.faces.celery.schedule import beat_schedule
 
 DEFAULT_QUEUE = "celery"
@@ -84,8 +85,11 @@ def create_app() -> Celery:
         settings = get_core_settings()
     except ConfigError as exc:
         exit_on_config_error(exc)
+    # Card numbers masked wherever Celery shows arguments (masking.py: sent, received).
     celery_app = Celery("pointsync", include=["worker.faces.celery.tasks",
-                                              "worker.faces.celery.giftcard_tasks"])
+                                              "worker.faces.celery.giftcard_tasks"],
+                        amqp="worker.faces.celery.masking:MaskingAMQP",
+                        task_cls="worker.faces.celery.masking:MaskingTask")
     celery_app.conf.update(celery_config(settings))
     return celery_app
 
@@ -175,3 +179,4 @@ signals.celeryd_init.connect(_early_worker_logs, weak=False)
 signals.worker_init.connect(_require_full_settings, weak=False)
 signals.beat_init.connect(_require_full_settings, weak=False)
 signals.worker_process_init.connect(_after_fork, weak=False)
+signals.before_task_publish.connect(mask_published_headers, weak=False)

@@ -8,9 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable, Iterator
-from typing import Any
 
-import httpx
 import psutil
 import pytest
 from celery import Celery
@@ -19,6 +17,7 @@ from sqlalchemy import text
 from sims.guids import seeded_ids
 from sims.harness import CeleryProcess, Simulators
 from tests.support.integration import Sim, wait_for
+from tests.support.toggle_control import Toggle
 from worker.store.database import Store
 
 pytestmark = pytest.mark.integration  # starts processes
@@ -27,28 +26,6 @@ CONTACT = seeded_ids(0, 1)[0]
 QUICK = {"POINTS_SETTLE_SECONDS": "0.3", "POINTS_LEASE_SECONDS": "10",
          "POINTS_STALE_SECONDS": "5", "HTTP_TIMEOUT_SECONDS": "30",
          "POINTS_SWEEP_INTERVAL_SECONDS": "5"}
-
-
-class Toggle:
-    """The Toggle simulator's control API."""
-
-    def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=30)
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        answer = self.http.post(f"/_sim/{path}", json=body or {})
-        answer.raise_for_status()
-        return answer.json()
-
-    def orders(self, reference: str) -> list[dict[str, Any]]:
-        answer = self.http.get("/_sim/toggle/orders", params={"reference": reference})
-        return list(answer.json()["orders"])
-
-    def requests(self, operation: str) -> int:
-        return int(self.http.get("/_sim/stats").json()["requests"].get(operation, 0))
-
-    def card(self, number: str) -> dict[str, Any]:
-        return dict(self.http.get(f"/_sim/toggle/cards/{number}").json())
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ Starts (or reuses) Redis, the simulators seeded with changed balances, a real Ce
 and beat; sends one `pointsync.sync_balances` through the broker, waits for it, prints its
 summary, checks that Engage now equals Treazure for every changed contact; then books three
 point transactions (one sent twice, one refused for insufficient balance), shows them from
-the ledger, and stops everything it started.
+the ledger; issues a gift card, turns points into one and redeems at a site through
+the Toggle simulator (demo_giftcards.py), and stops everything it started.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import redis
 from celery import Celery
 from rich.console import Console
 
+from sims.demo_giftcards import gift_cards
 from sims.guids import seeded_ids
 from sims.harness import CeleryProcess, ensure_redis, start_celery, start_simulators, stop
 from worker.faces.cli.ledger_rows import points_table
@@ -64,6 +66,8 @@ def run_demo(contacts: int, timeout: float = 900) -> int:
             for row in check.get("mismatches", [])[:5]:
                 console.print(f"  {row}")
             ok = _point_transactions(client, store, sims.engage, timeout) and ok
+            if sims.toggle:  # gift cards through Toggle (sims/demo_giftcards.py)
+                ok = gift_cards(console, client, sims, timeout) and ok
             console.print(f"demo finished in {time.monotonic() - started:.1f} s "
                           f"(logs in {root})")
             return 0 if ok else 1

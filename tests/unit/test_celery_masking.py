@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery, signals
+from celery.utils.saferepr import saferepr
 
 from worker.faces.celery.masking import (
     MaskingAMQP,
@@ -29,26 +30,30 @@ ALIAS = "4111222233334444"  # a card moved from another provider, found by its a
 REDIS_URL = os.environ.get("IT_REDIS_URL", "redis://127.0.0.1:6379/3")
 
 
-def headers_for(task: str) -> dict[str, Any]:
-    return {"task": task, "id": "t-1", "argsrepr": "(...)", "kwargsrepr": "{...}"}
+def headers_for(task: str, body: tuple[Any, ...]) -> dict[str, Any]:
+    """Protocol 2's headers as Celery's AMQP class writes them (the full reprs)."""
+    return {"task": task, "id": "t-1", "argsrepr": saferepr(body[0], 1024),
+            "kwargsrepr": saferepr(body[1], 1024)}
 
 
 def test_the_publish_handler_masks_the_card_argument_by_name_and_position() -> None:
-    kwargs_call = headers_for("pointsync.adjust_gift_card")
-    mask_published_headers(
-        sender="pointsync.adjust_gift_card", headers=kwargs_call,
-        body=((), {"card_reference": ALIAS, "value": "-5.00", "site": "london"}, {}))
-    positional = headers_for("pointsync.gift_card_balance")
+    by_name = ((), {"card_reference": ALIAS, "value": "-5.00", "site": "london"}, {})
+    kwargs_call = headers_for("pointsync.adjust_gift_card", by_name)
+    assert ALIAS in kwargs_call["kwargsrepr"]
+    mask_published_headers(sender="pointsync.adjust_gift_card", headers=kwargs_call,
+                           body=by_name)
+    by_position = ((NUMBER,), {}, {})
+    positional = headers_for("pointsync.gift_card_balance", by_position)
     mask_published_headers(sender="pointsync.gift_card_balance", headers=positional,
-                           body=((NUMBER,), {}, {}))
+                           body=by_position)
     assert ALIAS not in kwargs_call["kwargsrepr"] and "4444" in kwargs_call["kwargsrepr"]
     assert "'site': 'london'" in kwargs_call["kwargsrepr"]  # the rest as Celery shows it
     assert positional["argsrepr"] == repr((SHOWN,))
 
 
 def test_an_issued_number_in_any_other_task_is_masked_and_other_digits_are_kept() -> None:
-    headers = headers_for("pointsync.add_points")
     body = ((), {"description": f"card {NUMBER}", "contact_id": "12345678901234567890"}, {})
+    headers = headers_for("pointsync.add_points", body)
     mask_published_headers(sender="pointsync.add_points", headers=headers, body=body)
     assert NUMBER not in headers["kwargsrepr"] and SHOWN in headers["kwargsrepr"]
     assert "12345678901234567890" in headers["kwargsrepr"]
@@ -112,7 +117,7 @@ def received(task: str, body: tuple[Any, ...], argsrepr: str, kwargsrepr: str) -
                               content_type="application/json", content_encoding="utf-8",
                               delivery_info={}, properties={})
     app = Celery("masking-test", set_as_current=False)
-    return MaskingRequest(message, app=app, task=app.task(name=task)(_noop),
+    return MaskingRequest(message, app=app, task=app.task(name=task, shared=False)(_noop),
                           decoded=True, body=body, headers=headers)
 
 
@@ -123,3 +128,11 @@ def test_the_worker_masks_a_foreign_senders_reprs_on_arrival() -> None:
     assert till.args == [ALIAS] or till.args == (ALIAS,)  # the task still gets it whole
     assert other.kwargsrepr == f"{{'n': '{SHOWN}'}}"
     assert NUMBER not in repr(other) and ALIAS not in str(till.info(safe=True))
+
+
+def test_a_callers_own_repr_is_kept_with_its_numbers_masked() -> None:
+    body = ((), {"card_reference": NUMBER, "note": "private"}, {})
+    headers = headers_for("pointsync.adjust_gift_card", body)
+    headers["kwargsrepr"] = f"{{'card_reference': '{NUMBER}', 'note': '(left out)'}}"
+    mask_published_headers(sender="pointsync.adjust_gift_card", headers=headers, body=body)
+    assert headers["kwargsrepr"] == f"{{'card_reference': '{SHOWN}', 'note': '(left out)'}}"

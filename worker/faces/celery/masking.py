@@ -77,9 +77,14 @@ def mask_published_headers(
         return
     name = str(headers.get("task") or sender or "")
     if isinstance(body, tuple) and len(body) >= 2:
-        headers["argsrepr"], headers["kwargsrepr"] = masked_reprs(name, body[0], body[1])
-        return
-    for key in ("argsrepr", "kwargsrepr"):  # another protocol: the strings as they are
+        masked = masked_reprs(name, body[0], body[1])
+        for key, values, shown in zip(("argsrepr", "kwargsrepr"), body[:2], masked,
+                                      strict=True):
+            # Celery's own repr of the arguments is rebuilt masked; a caller's own repr
+            # (it may leave out more than card numbers) is kept, its numbers masked.
+            if headers.get(key) in (None, saferepr(values, REPR_MAXSIZE)):
+                headers[key] = shown
+    for key in ("argsrepr", "kwargsrepr"):
         if isinstance(headers.get(key), str):
             headers[key] = mask_text(headers[key])
 

@@ -100,7 +100,8 @@ def stand_ins(toggle, monkeypatch) -> list[tuple[str, Any]]:
 
     async def redeem(parts, request, source):
         calls.append(("redeem", request))
-        return Outcome(reference=request.reference, state="done", retry_in=None)
+        return Outcome(reference=request.reference, state="done", retry_in=None,
+                       points_state="applied")
 
     monkeypatch.setattr(tasks.till, "adjust_gift_card", adjust)
     monkeypatch.setattr(tasks.till, "card_balance", balance)
@@ -149,3 +150,22 @@ def test_an_outcome_due_again_soon_is_sent_again_as_the_same_call(toggle, monkey
     tasks.issue_gift_card.apply(kwargs={"value": "5"}, task_id="t-7").get()
     [options] = sent
     assert options["kwargs"]["reference"] == "gc-t-7" and options["countdown"] == 2.0
+
+
+def test_a_redemption_whose_points_are_booked_schedules_the_engage_drain(
+    toggle, monkeypatch
+) -> None:
+    # The card waits for the points' new balance to reach Engage: the task starts the drain
+    # itself, as a booking does, rather than leaving it to the sweep.
+    drains: list[dict[str, Any]] = []
+
+    async def booked(parts, request, source):
+        return Outcome(reference=request.reference, state="card_issued", retry_in=None,
+                       points_state="booked")
+
+    monkeypatch.setattr(tasks.redeem, "redeem_points_for_gift_card", booked)
+    monkeypatch.setattr(tasks.push_points, "apply_async", lambda **o: drains.append(o))
+    tasks.redeem_points_for_gift_card.apply(kwargs={
+        "contact_id": "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f", "points": "10", "value": "1",
+        "email": "guest@example.com"}, task_id="t-9").get()
+    assert len(drains) == 1

@@ -12,7 +12,12 @@ from typing import Any
 
 from worker.base import telemetry
 from worker.faces.celery.app import app
-from worker.faces.celery.tasks import NO_RESULT, call_reference
+from worker.faces.celery.tasks import (
+    NO_RESULT,
+    PUSH_GATHER_SECONDS,
+    call_reference,
+    push_points,
+)
 from worker.faces.runtime import run_with_parts
 from worker.flows.giftcards import issue, redeem, till
 from worker.flows.giftcards.requests import (
@@ -22,6 +27,7 @@ from worker.flows.giftcards.requests import (
 )
 from worker.flows.giftcards.sweep import sweep_giftcards
 from worker.flows.parts import Parts
+from worker.flows.points import drain
 from worker.systems.toggle import session
 from worker.systems.toggle.cards import mask_card_number
 
@@ -67,8 +73,17 @@ def redeem_points_for_gift_card(
     for good gives the points back, once (state `refunded`, with Toggle's reason)."""
     request = validate_redeem_request(contact_id, points, value, email, description, reference,
                                       fallback_reference=call_reference(self, "gcr"))
-    outcome = run_with_parts(
-        lambda parts: redeem.redeem_points_for_gift_card(parts, request, SOURCE))
+
+    async def work(parts: Parts) -> tuple[Any, bool]:
+        outcome = await redeem.redeem_points_for_gift_card(parts, request, SOURCE)
+        # The points' new balance goes to Engage with the next drain, as for any booking:
+        # the first task that needs one schedules it (else the sweep's would, 30 s later).
+        turn = outcome.points_state == "booked" and await drain.take_push_turn(parts.redis)
+        return outcome, turn
+
+    outcome, push_turn = run_with_parts(work)
+    if push_turn:
+        push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
     if (countdown := _again(outcome)) is not None:
         redeem_points_for_gift_card.apply_async(
             kwargs={"contact_id": contact_id, "points": points, "value": value,

@@ -12,6 +12,7 @@ from celery import Celery
 
 from sims.harness import CeleryProcess, Simulators, start_celery, start_simulators, stop
 from tests.support.integration import REDIS_URL, Sim
+from tests.support.toggle_control import Toggle
 from worker.faces.runtime import prepare_store
 from worker.store.database import Store
 
@@ -80,3 +81,12 @@ def client(redis_url: str) -> Iterator[Celery]:
     app.conf.broker_connection_retry_on_startup = True
     yield app
     app.close()
+
+
+@pytest.fixture
+def toggle(sims: Simulators) -> Iterator[Toggle]:
+    """The Toggle simulator's control API, the simulator reset."""
+    control = Toggle(sims.toggle)
+    control.post("reset")
+    yield control
+    control.http.close()

@@ -4,27 +4,19 @@ one reversal per reference; an unknown card refused in words."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from celery import Celery
 
-from sims.harness import CeleryProcess, Simulators
+from sims.harness import CeleryProcess
 from tests.support.toggle_control import Toggle
 
 pytestmark = pytest.mark.integration  # starts processes
 
 CARD = "6301190000000010001"  # seeded in the simulator with 50.00
 SHOWN = "6301 19•• •••• ••• 0001"
-
-
-@pytest.fixture
-def toggle(sims: Simulators) -> Iterator[Toggle]:
-    control = Toggle(sims.toggle)
-    control.post("reset")
-    yield control
-    control.http.close()
 
 
 def call(client: Celery, task: str, **kwargs: Any) -> dict[str, Any]:

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import psutil
 import pytest
 from celery import Celery
 from sqlalchemy import text
 
 from sims.guids import seeded_ids
-from sims.harness import CeleryProcess, Simulators
-from tests.support.integration import Sim, wait_for
+from sims.harness import CeleryProcess
+from tests.support.integration import Sim, bookings, only_pool_child, wait_for
 from tests.support.toggle_control import Toggle
 from worker.store.database import Store
 
@@ -26,25 +25,6 @@ CONTACT = seeded_ids(0, 1)[0]
 QUICK = {"POINTS_SETTLE_SECONDS": "0.3", "POINTS_LEASE_SECONDS": "10",
          "POINTS_STALE_SECONDS": "5", "HTTP_TIMEOUT_SECONDS": "30",
          "POINTS_SWEEP_INTERVAL_SECONDS": "5"}
-
-
-@pytest.fixture
-def toggle(sims: Simulators) -> Iterator[Toggle]:
-    control = Toggle(sims.toggle)
-    control.post("reset")
-    yield control
-    control.http.close()
-
-
-def bookings(sim: Sim, contact: str) -> int:
-    response = sim.http.get(f"{sim.urls.treazure}/_sim/treazure/account/{contact}")
-    return int(response.json()["history_length"]) - 1
-
-
-def only_pool_child(worker: CeleryProcess) -> int:
-    children = psutil.Process(worker.proc.pid).children()
-    assert len(children) == 1, children
-    return children[0].pid
 
 
 def test_a_card_is_issued_once_per_reference_with_no_pin_anywhere(

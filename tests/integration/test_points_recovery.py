@@ -18,7 +18,7 @@ from celery import Celery
 
 from sims.guids import seeded_ids
 from sims.harness import CeleryProcess, free_port, start_web
-from tests.support.integration import Sim, wait_for
+from tests.support.integration import Sim, bookings, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.web import event, signed
 from worker.store.database import Store
@@ -33,11 +33,6 @@ CONTACTS = seeded_ids(0, 12)
 SHORT_LEASE = {"POINTS_LEASE_SECONDS": "5", "HTTP_TIMEOUT_SECONDS": "10",
                "POINTS_SETTLE_SECONDS": "0.3", "POINTS_STALE_SECONDS": "3600",
                "POINTS_SWEEP_INTERVAL_SECONDS": "5"}
-
-
-def bookings(sim: Sim, contact: str) -> int:
-    response = sim.http.get(f"{sim.urls.treazure}/_sim/treazure/account/{contact}")
-    return int(response.json()["history_length"]) - 1
 
 
 def states(store: Store, references: list[str]) -> list[str | None]:

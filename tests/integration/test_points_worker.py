@@ -22,7 +22,7 @@ from svix.webhooks import Webhook
 
 from sims.guids import seeded_ids
 from sims.harness import BIN, CeleryProcess, WebProcess, free_port, start_web
-from tests.support.integration import Sim, wait_for
+from tests.support.integration import Sim, bookings, wait_for
 from worker.base.point_request import validate_request
 from worker.store.database import Store
 from worker.store.ledger import Ledger, point_transactions
@@ -36,12 +36,6 @@ CONTACTS = seeded_ids(0, 50)
 # Quick retries and a short lease, so the faults below resolve within seconds.
 FAST = {"POINTS_SETTLE_SECONDS": "0.3", "POINTS_LEASE_SECONDS": "12",
         "POINTS_STALE_SECONDS": "5", "HTTP_TIMEOUT_SECONDS": "2"}
-
-
-def bookings(sim: Sim, contact: str) -> int:
-    """Movements on the account besides its opening balance."""
-    response = sim.http.get(f"{sim.urls.treazure}/_sim/treazure/account/{contact}")
-    return int(response.json()["history_length"]) - 1
 
 
 def engage_equals_treazure(sim: Sim, contact: str) -> bool:

@@ -7,31 +7,18 @@ import os
 import signal
 from collections.abc import Callable
 
-import psutil
 import pytest
 from celery import Celery
 
 from sims.guids import seeded_ids
 from sims.harness import CeleryProcess
-from tests.support.integration import Sim, wait_for
+from tests.support.integration import Sim, bookings, only_pool_child, wait_for
 from worker.store.database import Store
 from worker.store.ledger import Ledger, point_transactions
 
 pytestmark = pytest.mark.integration  # starts processes
 
 CONTACT = seeded_ids(0, 1)[0]
-
-
-def bookings(sim: Sim, contact: str) -> int:
-    response = sim.http.get(f"{sim.urls.treazure}/_sim/treazure/account/{contact}")
-    return int(response.json()["history_length"]) - 1
-
-
-def only_pool_child(worker: CeleryProcess) -> int:
-    """The pid of a one-process worker's pool child."""
-    children = psutil.Process(worker.proc.pid).children()
-    assert len(children) == 1, children
-    return children[0].pid
 
 
 def test_a_call_without_reference_books_once_when_its_pool_child_dies(

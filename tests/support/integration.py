@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
-from sims.harness import Simulators
+from sims.harness import CeleryProcess, Simulators
 
 # A database index of the machine's Redis for these tests alone; emptied before each test.
 REDIS_URL = os.environ.get("IT_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -70,3 +71,16 @@ def logged_results(log: Path, task_name: str) -> list[LoggedResult]:
             found.append(LoggedResult(match["id"], datetime.fromisoformat(match["at"]),
                                       ast.literal_eval(match["result"])))
     return found
+
+
+def bookings(sim: Sim, contact: str) -> int:
+    """Movements on a Treazure account besides its opening balance."""
+    response = sim.http.get(f"{sim.urls.treazure}/_sim/treazure/account/{contact}")
+    return int(response.json()["history_length"]) - 1
+
+
+def only_pool_child(worker: CeleryProcess) -> int:
+    """The pid of a one-process worker's pool child (to kill it, not the worker)."""
+    children = psutil.Process(worker.proc.pid).children()
+    assert len(children) == 1, children
+    return children[0].pid

@@ -17,6 +17,7 @@ from tests.support.giftcards import FakeToggle
 from tests.support.unit import cli_database
 from worker.base.arguments import InvalidArgument
 from worker.faces.celery import giftcard_tasks as tasks
+from worker.faces.celery import tasks as booking_tasks
 from worker.faces.celery.app import app as celery_app
 from worker.systems.toggle.cards import mask_card_number
 
@@ -164,7 +165,7 @@ def test_a_redemption_whose_points_are_booked_schedules_the_engage_drain(
                        points_state="booked")
 
     monkeypatch.setattr(tasks.redeem, "redeem_points_for_gift_card", booked)
-    monkeypatch.setattr(tasks.push_points, "apply_async", lambda **o: drains.append(o))
+    monkeypatch.setattr(booking_tasks.push_points, "apply_async", lambda **o: drains.append(o))
     tasks.redeem_points_for_gift_card.apply(kwargs={
         "contact_id": "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f", "points": "10", "value": "1",
         "email": "guest@example.com"}, task_id="t-9").get()

@@ -12,12 +12,7 @@ from typing import Any
 
 from worker.base import telemetry
 from worker.faces.celery.app import app
-from worker.faces.celery.tasks import (
-    NO_RESULT,
-    PUSH_GATHER_SECONDS,
-    call_reference,
-    push_points,
-)
+from worker.faces.celery.tasks import NO_RESULT, call_reference, start_drain_if_booked
 from worker.faces.runtime import run_with_parts
 from worker.flows.giftcards import issue, redeem, till
 from worker.flows.giftcards.requests import (
@@ -27,7 +22,6 @@ from worker.flows.giftcards.requests import (
 )
 from worker.flows.giftcards.sweep import sweep_giftcards
 from worker.flows.parts import Parts
-from worker.flows.points import drain
 from worker.systems.toggle import session
 from worker.systems.toggle.cards import mask_card_number
 
@@ -74,16 +68,13 @@ def redeem_points_for_gift_card(
     request = validate_redeem_request(contact_id, points, value, email, description, reference,
                                       fallback_reference=call_reference(self, "gcr"))
 
-    async def work(parts: Parts) -> tuple[Any, bool]:
+    async def work(parts: Parts) -> redeem.RedeemOutcome:
         outcome = await redeem.redeem_points_for_gift_card(parts, request, SOURCE)
-        # The points' new balance goes to Engage with the next drain, as for any booking:
-        # the first task that needs one schedules it (else the sweep's would, 30 s later).
-        turn = outcome.points_state == "booked" and await drain.take_push_turn(parts.redis)
-        return outcome, turn
+        # The points' new balance reaches Engage with the next drain, not the sweep's.
+        await start_drain_if_booked(parts, outcome.points_state)
+        return outcome
 
-    outcome, push_turn = run_with_parts(work)
-    if push_turn:
-        push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
+    outcome = run_with_parts(work)
     if (countdown := _again(outcome)) is not None:
         redeem_points_for_gift_card.apply_async(
             kwargs={"contact_id": contact_id, "points": points, "value": value,

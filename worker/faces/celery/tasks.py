@@ -76,14 +76,12 @@ def add_points(
                                fallback_reference=call_reference(self, "pts"))
     origin = source if source in SOURCES else "task"
 
-    async def work(parts: Parts) -> tuple[record.Outcome, bool]:
+    async def work(parts: Parts) -> record.Outcome:
         outcome = await booking.add_points(parts, request, origin)
-        turn = outcome.state == "booked" and await drain.take_push_turn(parts.redis)
-        return outcome, turn
+        await start_drain_if_booked(parts, outcome.state)
+        return outcome
 
-    outcome, push_turn = run_with_parts(work)
-    if push_turn:
-        push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
+    outcome = run_with_parts(work)
     if outcome.retry_in is not None and outcome.retry_in <= record.REQUEUE_MAX_SECONDS:
         # The row is due again soon (a send settling, a short backoff): this same call
         # then, not a process waiting for it; should the message be lost, the sweep
@@ -98,6 +96,13 @@ def add_points(
 # Sent at traffic's pace and read by nobody (the ledger and the history store hold the
 # outcome): no result is stored for these, so Redis does not grow with the traffic.
 NO_RESULT = {"ignore_result": True}
+
+
+async def start_drain_if_booked(parts: Parts, points_state: str | None) -> None:
+    """A booked transaction's balance goes to Engage with the next drain: the first task
+    that needs one schedules it (the drain then takes every row booked by then)."""
+    if points_state == "booked" and await drain.take_push_turn(parts.redis):
+        push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
 
 
 @app.task(name="pointsync.push_points", track_started=False, **NO_RESULT)

@@ -34,6 +34,7 @@ from worker.faces.web.history import (
 )
 from worker.faces.web.metrics import metrics
 from worker.faces.web.queueing import ENQUEUE, UNSENT, Enqueue, Unsent, celery_enqueue
+from worker.faces.web.relay_webhooks import add_relay_routes
 from worker.faces.web.resend import resender
 from worker.store.database import Store
 from worker.store.history import HistoryStore
@@ -102,6 +103,7 @@ def create_app(
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     add_giftcard_routes(app)
+    add_relay_routes(app)
     return app
 
 

@@ -1,0 +1,123 @@
+"""Relay test helpers: Toggle and Nector bodies as the contract shapes them, their
+signatures, destinations that record what they were sent and fail as scripted."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+
+from worker.base.http import Retryable
+from worker.base.signatures import hmac_sha256
+from worker.store.engine import utcnow
+from worker.store.relays import Relays, relay_deliveries
+
+TOGGLE_SECRET = "toggle-whsec-7f3a91"
+NECTOR_SECRET = "nector-secret-19bd02"
+
+
+def toggle_body(event_id: int, kind: str = "card.balance_adjusted", *, card: int = 501,
+                order: int = 9001, second: int = 0) -> bytes:
+    """A Toggle envelope; `second` places its created_at within one minute."""
+    created = f"2026-11-21T16:01:{second:02d}.000000Z"
+    card_obj = {"object": "card", "id": card, "card_reference": "630119••••6946",
+                "balance": 1000, "contact": None,
+                "currency": {"iso_currency_code": "GBP", "denomination": 100}}
+    if kind.startswith("order."):
+        obj: dict[str, Any] = {"object": "order", "id": order, "value": 2500,
+                               "account_id": 7, "created_at": created,
+                               "merchant_transaction_reference": f"ref-{order}",
+                               "receipt_contact": None, "line_items": []}
+    elif kind == "card.balance_adjusted":
+        obj = {"object": "balance_adjustment", "id": event_id * 10, "value": -500,
+               "created_at": created, "merchant_transaction_reference": "m",
+               "unit_epos_reference": "u", "card": card_obj}
+    else:
+        obj = card_obj
+    return json.dumps({"id": event_id, "object": "event", "api_version": "3.2",
+                       "webhook_version": "1.0", "created_at": created, "type": kind,
+                       "data": {"object": obj}}).encode()
+
+
+def toggle_headers(body: bytes, secret: str = TOGGLE_SECRET) -> dict[str, str]:
+    return {"Toggle-Signature": hmac_sha256(secret.encode(), body).hex(),
+            "content-type": "application/json"}
+
+
+def nector_body(customer: str | None = "cust-1", *, email: str = "a@b.in",
+                mobile: str = "+919800000000", second: int = 0, **extra: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "business_name": "Acme", "business_uri": "acme.in", "business_coin_name": "coins",
+        "business_currency_code": "INR", "user_customer_id": customer, "user_name": "Asha",
+        "user_email": email, "user_mobile": mobile, "user_tier": "gold", "user_type": "c",
+        "user_referral_code": "ASHA1", "created_at": f"2026-11-21T16:01:{second:02d}Z",
+        "wallet_coin_amount": 50, "wallet_coin_balance": 150, "reward_title": "Review",
+        "reward_type": "review", **extra}
+    return json.dumps(fields).encode()
+
+
+def nector_headers(body: bytes, delivery_id: str, topic: str = "walletreward_create", *,
+                   secret: str = NECTOR_SECRET, age: float = 0) -> dict[str, str]:
+    stamp = str(int(time.time() - age))
+    return {"x-nector-topic": topic, "x-nector-delivery-id": delivery_id,
+            "x-nector-timestamp": stamp, "x-source": "unix",
+            "x-nector-webhook-hmac-algo": "sha256",
+            "x-nector-webhook-hmac": hmac_sha256(secret.encode(),
+                                                 stamp.encode() + b"." + body).hex(),
+            "content-type": "application/json"}
+
+
+class Script:
+    """Failures to raise, in order, before answering normally; records every send."""
+
+    def __init__(self) -> None:
+        self.faults: list[Exception] = []
+        self.sent: list[Any] = []
+
+    def fail_next(self, *faults: Exception) -> None:
+        self.faults.extend(faults)
+
+    def _answer(self, what: Any) -> None:
+        self.sent.append(what)
+        if self.faults:
+            raise self.faults.pop(0)
+
+
+class FakeAtreemo(Script):
+    async def deliver(self, raw_body: bytes) -> None:
+        self._answer(raw_body)
+
+    def ids(self) -> list[int]:
+        return [json.loads(body)["id"] for body in self.sent]
+
+
+class FakeContlo(Script):
+    async def track(self, event: str, email: str | None, phone: str | None,
+                    properties: dict[str, Any], profile_properties: dict[str, Any]) -> None:
+        self._answer({"event": event, "email": email, "phone": phone,
+                      "properties": properties, "profile_properties": profile_properties})
+
+
+def server_error() -> Retryable:
+    return Retryable("atreemo", "HTTP 503: unavailable", 503)
+
+
+def make_due(relays: Relays, keys: Iterable[str] | None = None) -> None:
+    """Bring planned retries forward to now (what time passing does)."""
+    t = relay_deliveries.c
+    query = update(relay_deliveries).where(t.next_attempt_at.is_not(None))
+    if keys is not None:
+        query = query.where(t.key.in_(list(keys)))
+    with relays.engine.begin() as conn:
+        conn.execute(query.values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def age(relays: Relays, seconds: float) -> None:
+    """Make every delivery look `seconds` older (received and last touched)."""
+    past = utcnow() - timedelta(seconds=seconds)
+    with relays.engine.begin() as conn:
+        conn.execute(update(relay_deliveries).values(created_at=past, updated_at=past))

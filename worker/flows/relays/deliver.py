@@ -1,0 +1,153 @@
+"""Deliver one subject's events, once each, in the order the source created them.
+
+A subject (a Toggle card or order, a Nector customer) is worked on by one worker at a time:
+only its head — the earliest open delivery by the source's `created_at`, then event id —
+may be sent, under the outbox lease on that row. A later event waits while an earlier one
+is open (retrying); one that failed for good is set aside (visible, replayable) and the
+subject goes on. Subjects are independent: a slow one never holds up another.
+
+Each attempt: screen (filtered, or failed without a call), mark the row uncertain, send
+once, settle. Transient failures (Retryable: 5xx, 429 with Retry-After, connection errors)
+and lost answers (Ambiguous, counted on the row) are retried with growing backoff until
+`max_age_seconds` after the event was received, then failed; a refusal (Rejected) fails at
+once with the destination's reason. A worker that died mid-send leaves the row uncertain:
+its next send is counted as ambiguous too. Nothing else is ever sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from worker.base.backoff import jittered
+from worker.base.http import Ambiguous, RemoteError, Retryable
+from worker.flows.relays.destinations import Destination
+from worker.store.engine import utcnow
+from worker.store.outbox import FAILED, LeaseLost
+from worker.store.relays import DELIVERED, FILTERED, RECEIVED, DeliveryRow, Relays
+
+log = logging.getLogger("pointsync.relays")
+
+LEASE_SECONDS = 120.0
+FIRST_RETRY_SECONDS = 2.0
+RETRY_CAP_SECONDS = 3600.0
+# Deliveries one call works through before handing the subject back (its task requeues).
+SUBJECT_BATCH = 100
+
+
+@dataclass
+class SubjectRun:
+    """What one pass over a subject did: each delivery's end, and what is left."""
+
+    source: str
+    subject: str
+    settled: list[tuple[str, str]] = field(default_factory=list)  # (key, state)
+    retry_at: datetime | None = None  # the head waits until then
+    busy: bool = False  # another worker holds the head
+    more: bool = False  # the batch ran out with deliveries left
+
+    def retry_in(self) -> float | None:
+        if self.retry_at is None:
+            return None
+        return max(0.0, (self.retry_at - utcnow()).total_seconds())
+
+
+async def deliver_subject(
+    relays: Relays, destinations: Mapping[str, Destination], source: str, subject: str,
+    *, max_age_seconds: float, lease_seconds: float = LEASE_SECONDS,
+    batch: int = SUBJECT_BATCH,
+) -> SubjectRun:
+    run = SubjectRun(source, subject)
+    for _ in range(batch):
+        head = relays.head(source, subject)
+        if head is None:
+            return run
+        if head.next_attempt_at is not None and head.next_attempt_at > utcnow():
+            run.retry_at = head.next_attempt_at
+            return run
+        claimed = relays.outbox.claim(head.key, lease_seconds)
+        if claimed is None:
+            run.busy = True
+            return run
+        assert claimed.lease_until is not None
+        now_head = relays.head(source, subject)
+        if now_head is not None and now_head.key != claimed.key:
+            # An earlier event arrived meanwhile: it goes first.
+            relays.outbox.release(claimed.key, None, claimed.lease_until)
+            continue
+        try:
+            state, retry_at = await _deliver_one(relays, destinations, claimed, max_age_seconds)
+        except LeaseLost as exc:
+            log.warning("relay %s: %s", claimed.key, exc)
+            run.busy = True
+            return run
+        run.settled.append((claimed.key, state))
+        if state == RECEIVED:
+            run.retry_at = retry_at
+            return run
+    run.more = relays.head(source, subject) is not None
+    return run
+
+
+async def _deliver_one(
+    relays: Relays, destinations: Mapping[str, Destination], row: DeliveryRow,
+    max_age_seconds: float,
+) -> tuple[str, datetime | None]:
+    """Settle one claimed delivery: (its state now, when it is next due if still open)."""
+    lease = row.lease_until
+    assert lease is not None
+    destination = destinations.get(row.destination)
+    if destination is None:
+        return _retry(relays, row, lease, f"{row.destination}: not configured here",
+                      None, max_age_seconds)
+    event = relays.event(row.source, row.event_id)
+    if event is None:  # recorded with its event in one transaction: cannot happen
+        relays.fail(row.key, "the event's record is missing", lease)
+        return FAILED, None
+    if row.uncertain:  # a worker died mid-send: that answer is lost, this is a resend
+        relays.lost_answer(row.key, lease)
+    screened = destination.screen(event)
+    if screened is not None:
+        if screened.state == FILTERED:
+            relays.finish(row.key, lease, FILTERED, screened.reason)
+        else:
+            relays.fail(row.key, screened.reason, lease)
+        log.info("relay %s: %s (%s)", row.key, screened.state, screened.reason)
+        return screened.state, None
+    relays.outbox.mark_uncertain(row.key, lease)
+    try:
+        await destination.send(event)
+    except Ambiguous as exc:
+        relays.lost_answer(row.key, lease)
+        return _retry(relays, row, lease, f"answer lost: {exc.reason}", exc.retry_after,
+                      max_age_seconds)
+    except Retryable as exc:
+        return _retry(relays, row, lease, exc.reason, exc.retry_after, max_age_seconds)
+    except RemoteError as exc:  # Rejected: the destination will answer the same again
+        relays.fail(row.key, exc.reason, lease)
+        log.warning("relay %s: refused by %s: %s", row.key, row.destination, exc.reason)
+        return FAILED, None
+    relays.finish(row.key, lease, DELIVERED)
+    return DELIVERED, None
+
+
+def _retry(
+    relays: Relays, row: DeliveryRow, lease: datetime, reason: str,
+    retry_after: float | None, max_age_seconds: float,
+) -> tuple[str, datetime | None]:
+    now = utcnow()
+    left = max_age_seconds - (now - row.created_at).total_seconds()
+    if left <= 0:
+        relays.fail(row.key, f"{reason} (still failing {max_age_seconds:g} s after it was "
+                             "received: given up)", lease)
+        log.warning("relay %s: given up: %s", row.key, reason)
+        return FAILED, None
+    pause = jittered(FIRST_RETRY_SECONDS, row.attempts, RETRY_CAP_SECONDS,
+                     retry_after=retry_after)
+    retry_at = now + timedelta(seconds=min(pause, left))
+    relays.outbox.move(row.key, lease, reason=reason[:2000], uncertain=False,
+                       lease_until=None, next_attempt_at=retry_at)
+    log.info("relay %s: %s; next attempt in %.1f s", row.key, reason, min(pause, left))
+    return RECEIVED, retry_at

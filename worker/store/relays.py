@@ -1,0 +1,236 @@
+"""The relays' tables: every event a source sent us, and one delivery per event and
+destination, an outbox (worker/store/outbox.py).
+
+- `relay_events`: one row per (source, event id) — Toggle's `id`, Nector's delivery id —
+  with the raw body as received (forwarded byte for byte), the event's type or topic, its
+  subject (the card, order or customer it is about) and when the source created it.
+- `relay_deliveries`: one row per event and destination, keyed
+  `{source}:{event_id}:{destination}`: `received` → `delivered` | `filtered` |
+  `failed(reason)`. `source_created_at` then `sequence` (the event id, zero-padded when it
+  is a number) order a subject's deliveries; `ambiguous` counts the sends whose answer was
+  lost (each one retried, since neither destination can be asked whether it got it).
+
+An event and its deliveries are recorded in one transaction: a repeat records nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    select,
+)
+
+from worker.store.database import Store
+from worker.store.engine import insert_for, metadata, utcnow
+from worker.store.outbox import FAILED, Outbox, outbox_columns, utc_row
+
+__all__ = ["DELIVERED", "FILTERED", "RECEIVED", "RELAY_OPEN", "DeliveryRow", "EventRow",
+           "Relays", "delivery_key", "relay_deliveries", "relay_events", "sequence_of"]
+
+RECEIVED, DELIVERED, FILTERED = "received", "delivered", "filtered"
+RELAY_OPEN = (RECEIVED,)
+ID_LENGTH = 128
+SUBJECT_LENGTH = 200
+
+relay_events = Table(
+    "relay_events", metadata,
+    Column("source", String(16), nullable=False),
+    Column("event_id", String(ID_LENGTH), nullable=False),
+    Column("topic", String(128), nullable=False),
+    Column("subject", String(SUBJECT_LENGTH), nullable=False),
+    Column("source_created_at", DateTime(timezone=True), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("source", "event_id", name="pk_relay_events"),
+)
+
+relay_deliveries = Table(
+    "relay_deliveries", metadata,
+    *outbox_columns("relay_deliveries", key="key", key_length=300),
+    Column("source", String(16), nullable=False),
+    Column("event_id", String(ID_LENGTH), nullable=False),
+    Column("destination", String(16), nullable=False),
+    Column("topic", String(128), nullable=False),
+    Column("subject", String(SUBJECT_LENGTH), nullable=False),
+    Column("source_created_at", DateTime(timezone=True), nullable=False),
+    Column("sequence", String(ID_LENGTH), nullable=False),
+    Column("ambiguous", Integer, nullable=False, default=0),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("ix_relay_deliveries_subject", "source", "subject", "state"),
+)
+
+
+def delivery_key(source: str, event_id: str, destination: str) -> str:
+    return f"{source}:{event_id}:{destination}"
+
+
+def sequence_of(event_id: str) -> str:
+    """The event id as a text that sorts as the source numbered it (Toggle's ids are
+    numbers: 99 before 570)."""
+    return event_id.zfill(20) if event_id.isdigit() else event_id
+
+
+@dataclass(frozen=True)
+class EventRow:
+    source: str
+    event_id: str
+    topic: str
+    subject: str
+    source_created_at: datetime
+    body: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    key: str
+    state: str
+    reason: str | None
+    attempts: int
+    uncertain: bool
+    lease_until: datetime | None
+    next_attempt_at: datetime | None
+    created_at: datetime  # when we received the event
+    updated_at: datetime
+    source: str
+    event_id: str
+    destination: str
+    topic: str
+    subject: str
+    source_created_at: datetime
+    sequence: str
+    ambiguous: int
+    finished_at: datetime | None
+
+    @property
+    def final(self) -> bool:
+        return self.state not in RELAY_OPEN
+
+
+def _maker(cls: type[Any]) -> Any:
+    names = {f.name for f in fields(cls)}
+    return lambda data: cls(**{k: v for k, v in data.items() if k in names})
+
+
+class Relays:
+    """The relay's events and deliveries: record, the subject's order, the outbox moves."""
+
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+        self.outbox: Outbox[DeliveryRow] = Outbox(
+            store.engine, relay_deliveries, open_states=RELAY_OPEN,
+            make_row=_maker(DeliveryRow), noun="relay delivery")
+
+    # -- recording ------------------------------------------------------------------------
+
+    def record(
+        self, *, source: str, event_id: str, topic: str, subject: str,
+        source_created_at: datetime, body: bytes, destinations: Iterable[str],
+    ) -> tuple[list[DeliveryRow], bool]:
+        """Record the event and one delivery per destination in one transaction; a repeat
+        of a recorded event records nothing. Returns the event's deliveries and whether
+        this call recorded them."""
+        now = utcnow()
+        event = {"source": source, "event_id": event_id, "topic": topic,
+                 "subject": subject[:SUBJECT_LENGTH], "source_created_at": source_created_at,
+                 "body": body, "received_at": now}
+        insert_event = (insert_for(self.engine, relay_events).values(**event)
+                        .on_conflict_do_nothing())
+        with self.engine.begin() as conn:
+            created = conn.execute(insert_event.returning(relay_events.c.event_id)).first()
+            if created is not None:
+                for destination in destinations:
+                    conn.execute(relay_deliveries.insert().values(
+                        key=delivery_key(source, event_id, destination), state=RECEIVED,
+                        attempts=0, uncertain=False, created_at=now, updated_at=now,
+                        source=source, event_id=event_id, destination=destination,
+                        topic=topic, subject=event["subject"],
+                        source_created_at=source_created_at, sequence=sequence_of(event_id),
+                        ambiguous=0))
+        t = relay_deliveries.c
+        rows = self.outbox.rows(t.source == source, t.event_id == event_id, order_by=t.key)
+        return rows, created is not None
+
+    def event(self, source: str, event_id: str) -> EventRow | None:
+        t = relay_events.c
+        with self.engine.connect() as conn:
+            found = conn.execute(select(relay_events).where(
+                t.source == source, t.event_id == event_id)).mappings().first()
+        if found is None:
+            return None
+        row = utc_row(found)
+        row["body"] = bytes(row["body"])
+        return EventRow(**row)
+
+    def get(self, key: str) -> DeliveryRow | None:
+        return self.outbox.get(key)
+
+    # -- a subject's order ----------------------------------------------------------------
+
+    def head(self, source: str, subject: str) -> DeliveryRow | None:
+        """The subject's earliest open delivery in the source's creation order: the only
+        one that may be sent now (failed ones are set aside and do not hold it up)."""
+        found = self._in_order(source, subject, open_only=True, limit=1)
+        return found[0] if found else None
+
+    def subject_rows(self, source: str, subject: str) -> list[DeliveryRow]:
+        return self._in_order(source, subject)
+
+    def _in_order(self, source: str, subject: str, *, open_only: bool = False,
+                  limit: int | None = None) -> list[DeliveryRow]:
+        t = relay_deliveries.c
+        query = (select(relay_deliveries).where(t.source == source, t.subject == subject)
+                 .order_by(t.source_created_at, t.sequence, t.destination).limit(limit))
+        if open_only:
+            query = query.where(t.state.in_(RELAY_OPEN))
+        with self.engine.connect() as conn:
+            found = conn.execute(query).mappings().all()
+        return [self.outbox.make_row(utc_row(row)) for row in found]
+
+    def lost_subjects(self, stale_seconds: float, limit: int = 1000) -> list[tuple[str, str]]:
+        """(source, subject) of the open deliveries whose worker is presumed lost or whose
+        retry is due (see Outbox.lost), each subject once, oldest first."""
+        seen: dict[tuple[str, str], None] = {}
+        for row in self.outbox.lost(RECEIVED, stale_seconds, limit=limit):
+            seen.setdefault((row.source, row.subject), None)
+        return list(seen)
+
+    # -- moves (with the holder's lease) --------------------------------------------------
+
+    def finish(self, key: str, lease: datetime, state: str, reason: str | None = None) -> None:
+        """Final: delivered or filtered (failed goes through `fail`)."""
+        assert state in (DELIVERED, FILTERED)
+        self.outbox.move(key, lease, state=state, reason=reason, uncertain=False,
+                         lease_until=None, next_attempt_at=None, finished_at=utcnow())
+
+    def fail(self, key: str, reason: str, lease: datetime) -> None:
+        self.outbox.fail(key, reason, lease)
+        self.outbox.move(key, None, finished_at=utcnow())
+
+    def lost_answer(self, key: str, lease: datetime) -> None:
+        """A send whose answer was lost: counted on the row (it will be sent again)."""
+        self.outbox.move(key, lease, uncertain=False,
+                         ambiguous=relay_deliveries.c.ambiguous + 1)
+
+    def replay(self, key: str) -> DeliveryRow | None:
+        """A failed delivery back to `received`, its attempts counted afresh."""
+        row = self.outbox.reopen(key, RECEIVED)
+        if row is not None and row.state == RECEIVED:
+            self.outbox.move(key, None, finished_at=None)
+            return self.outbox.get(key)
+        return row
+
+    def failed(self, limit: int = 50) -> list[DeliveryRow]:
+        return self.outbox.listing(FAILED, limit)

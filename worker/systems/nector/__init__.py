@@ -1,0 +1,1 @@
+"""Nector: what it sends us (its signed webhooks)."""

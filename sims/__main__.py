@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--treazure-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--engage-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--toggle-port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--atreemo-port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--contlo-port", type=int, default=0, help="0: any free port")
     parser.add_argument("--seed-contacts", type=int, default=0, metavar="N")
     parser.add_argument(
         "--seed-changed",
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         args.seed_contacts,
         args.seed_changed,
         toggle_port=args.toggle_port,
+        atreemo_port=args.atreemo_port,
+        contlo_port=args.contlo_port,
         **{name: value for name, value in config.items() if value is not None},
     )
 

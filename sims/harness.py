@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 
 import redis
 
+from sims.relays import atreemo, contlo
+from sims.senders import NECTOR_WEBHOOK_SECRET, TOGGLE_WEBHOOK_SECRET
 from sims.toggle.config import ToggleConfig
 
 PYTHON = sys.executable
@@ -110,6 +112,8 @@ class Simulators:
     treazure: str
     engage: str
     toggle: str = ""  # base URL of the Toggle simulator (control API); GraphQL at /graphql
+    atreemo: str = ""  # base URL of the Atreemo simulator (control API); ingests at PATH
+    contlo: str = ""  # base URL of the Contlo simulator (its API and control API)
 
     def env(self) -> dict[str, str]:
         """The worker settings that point at these simulators (their built-in credentials)."""
@@ -121,6 +125,7 @@ class Simulators:
             "ENGAGE_BASE_URL": self.engage,
             "ENGAGE_API_KEY": "sim-key",
             **(_toggle_env(self.toggle) if self.toggle else {}),
+            **(_relay_env(self.atreemo, self.contlo) if self.atreemo and self.contlo else {}),
         }
 
 
@@ -136,10 +141,24 @@ def _toggle_env(url: str) -> dict[str, str]:
     }
 
 
+def _relay_env(atreemo_url: str, contlo_url: str) -> dict[str, str]:
+    """Both relays on: the secrets the signed senders (sims/senders.py) sign with, and the
+    destination simulators' built-in secret and key."""
+    return {
+        "TOGGLE_WEBHOOK_SECRET": TOGGLE_WEBHOOK_SECRET,
+        "ATREEMO_WEBHOOK_URL": f"{atreemo_url}{atreemo.PATH}",
+        "ATREEMO_WEBHOOK_SECRET": atreemo.SECRET,
+        "NECTOR_WEBHOOK_SECRET": NECTOR_WEBHOOK_SECRET,
+        "CONTLO_BASE_URL": contlo_url,
+        "CONTLO_API_KEY": contlo.API_KEY,
+    }
+
+
 def start_simulators(seed_contacts: int = 0, seed_changed: int | None = None,
                      extra: list[str] | None = None) -> Simulators:
     args = [PYTHON, "-m", "sims", "--host", "127.0.0.1",
             "--treazure-port", "0", "--engage-port", "0", "--toggle-port", "0",
+            "--atreemo-port", "0", "--contlo-port", "0",
             "--seed-contacts", str(seed_contacts)]
     if seed_changed is not None:
         args += ["--seed-changed", str(seed_changed)]
@@ -150,7 +169,8 @@ def start_simulators(seed_contacts: int = 0, seed_changed: int | None = None,
         proc.wait(5)
         raise RuntimeError(f"simulators exited before listening (status {proc.returncode})")
     urls = json.loads(line)
-    return Simulators(proc, urls["treazure"], urls["engage"], urls.get("toggle", ""))
+    return Simulators(proc, urls["treazure"], urls["engage"], urls.get("toggle", ""),
+                      urls.get("atreemo", ""), urls.get("contlo", ""))
 
 
 @dataclass

@@ -11,6 +11,8 @@ from aiohttp import web
 from sims import control, engage, treazure
 from sims.config import SimConfig
 from sims.endpoint import control_errors
+from sims.relays.atreemo import atreemo_app, atreemo_state
+from sims.relays.contlo import contlo_app, contlo_state
 from sims.seed import plan_from_json, seed
 from sims.state import STATE, SimState
 from sims.toggle.server import toggle_app, toggle_state
@@ -25,6 +27,8 @@ def run(
     seed_contacts: int = 0,
     seed_changed: int | None = None,
     toggle_port: int = 0,
+    atreemo_port: int = 0,
+    contlo_port: int = 0,
     **config: Any,
 ) -> None:
     """Serve until SIGTERM or SIGINT. Port 0 lets the OS pick a free port.
@@ -32,7 +36,8 @@ def run(
     `config` holds SimConfig settings (client_id, api_key, engage_rate_limit, ...); they are
     also what `/_sim/reset` goes back to. Once both ports listen (after seeding), prints one
     JSON line to stdout: {"treazure": "http://host:port", "engage": "http://host:port",
-    "toggle": "http://host:port"} (Toggle's GraphQL endpoint is that URL plus /graphql).
+    "toggle": "http://host:port", "atreemo": …, "contlo": …} (Toggle's GraphQL endpoint is
+    that URL plus /graphql; Atreemo's ingestion URL that URL plus /ingest/toggle).
     """
     state = SimState(SimConfig().updated(config))
     if seed_contacts:
@@ -40,7 +45,8 @@ def run(
         if seed_changed is not None:
             plan["changed"] = seed_changed
         seed(state, plan_from_json(plan))
-    asyncio.run(_serve(state, host, treazure_port, engage_port, toggle_port))
+    asyncio.run(_serve(state, host, treazure_port, engage_port, toggle_port,
+                       atreemo_port, contlo_port))
 
 
 def _build_app(
@@ -54,7 +60,8 @@ def _build_app(
 
 
 async def _serve(
-    state: SimState, host: str, treazure_port: int, engage_port: int, toggle_port: int = 0
+    state: SimState, host: str, treazure_port: int, engage_port: int, toggle_port: int = 0,
+    atreemo_port: int = 0, contlo_port: int = 0,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,6 +88,14 @@ async def _serve(
         await runner.setup()
         await web.TCPSite(runner, host, toggle_port).start()
         urls["toggle"] = _url(host, runner.addresses[0][1])
+        # The relay destinations (sims/relays), each on its own port with its own books.
+        for name, app, port in (("atreemo", atreemo_app(atreemo_state()), atreemo_port),
+                                ("contlo", contlo_app(contlo_state()), contlo_port)):
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+            runners.append(runner)
+            await runner.setup()
+            await web.TCPSite(runner, host, port).start()
+            urls[name] = _url(host, runner.addresses[0][1])
         print(json.dumps(urls), flush=True)
         await stop.wait()
     finally:

@@ -28,7 +28,8 @@ MASK = "***"
 
 # Settings whose whole value is a secret; the URL settings only in their password.
 SECRET_SETTINGS = ("TREAZURE_CLIENT_SECRET", "ENGAGE_API_KEY", "WEBHOOK_SECRET", "WEB_API_KEY",
-                   "FLOWER_BASIC_AUTH", "TOGGLE_PASSWORD")
+                   "FLOWER_BASIC_AUTH", "TOGGLE_PASSWORD", "TOGGLE_WEBHOOK_SECRET",
+                   "ATREEMO_WEBHOOK_SECRET", "NECTOR_WEBHOOK_SECRET", "CONTLO_API_KEY")
 URL_SETTINGS = ("REDIS_URL", "DATABASE_URL")
 # Shorter values are not redacted: masking every "ab" in every line would wreck the logs
 # and protect nothing (a two-character secret is no secret).

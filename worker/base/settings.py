@@ -150,8 +150,24 @@ class Settings(CoreSettings):
     TOGGLE_CREDITS_MAX: float = Field(8000, gt=0)
     TOGGLE_CREDITS_REFILL_PER_SECOND: float = Field(5000 / 600, gt=0)
 
+    # Event relays (issue 13): each on when its settings are set; all or none (_relays_set).
+    TOGGLE_WEBHOOK_SECRET: SecretStr | None = None
+    ATREEMO_WEBHOOK_URL: AnyHttpUrl | None = None
+    ATREEMO_WEBHOOK_SECRET: SecretStr | None = None
+    ATREEMO_RATE_LIMIT: float = Field(20, gt=0)
+    ATREEMO_SENDS_EMAILS: bool = False
+    NECTOR_WEBHOOK_SECRET: SecretStr | None = None
+    CONTLO_BASE_URL: AnyHttpUrl = AnyHttpUrl("https://api.contlo.com")
+    CONTLO_API_KEY: SecretStr | None = None
+    CONTLO_RATE_LIMIT: float = Field(10, gt=0)
+    # `topic=Event Name,topic=Event Name`: overrides of the contract's mapping.
+    CONTLO_EVENT_NAMES: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    RELAY_MAX_AGE_SECONDS: int = Field(259200, ge=60)
+
     @field_validator("TOGGLE_USERNAME", "TOGGLE_PASSWORD", "TOGGLE_ACCOUNT_ID",
-                     "TOGGLE_PRODUCT_ID", mode="before")
+                     "TOGGLE_PRODUCT_ID", "TOGGLE_WEBHOOK_SECRET", "ATREEMO_WEBHOOK_URL",
+                     "ATREEMO_WEBHOOK_SECRET", "NECTOR_WEBHOOK_SECRET", "CONTLO_API_KEY",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # docker-compose passes `${TOGGLE_USERNAME:-}` as an empty string: not set.
@@ -172,6 +188,21 @@ class Settings(CoreSettings):
             sites[name] = reference
         return sites
 
+    @field_validator("CONTLO_EVENT_NAMES", mode="before")
+    @classmethod
+    def _event_names(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        names: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            topic, sep, name = (text.strip() for text in item.partition("="))
+            if not sep or not topic or not name:
+                raise ValueError(f"{item!r} is not topic=Event Name")
+            if topic in names:
+                raise ValueError(f"topic {topic!r} is mapped twice")
+            names[topic] = name
+        return names
+
     @model_validator(mode="after")
     def _toggle_set(self) -> Settings:
         """Some of Toggle's required settings but not all: stop, naming the missing ones."""
@@ -183,9 +214,38 @@ class Settings(CoreSettings):
             ])
         return self
 
+    @model_validator(mode="after")
+    def _relays_set(self) -> Settings:
+        """Per relay, some of its required settings but not all: stop, naming the missing."""
+        missing: list[str] = []
+        for required in (_TOGGLE_RELAY, _NECTOR_RELAY):
+            absent = [name for name in required if getattr(self, name) is None]
+            if 0 < len(absent) < len(required):
+                missing += absent
+        if missing:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type="missing", loc=(name,), input=None) for name in missing
+            ])
+        return self
+
     @property
     def toggle_enabled(self) -> bool:
         return self.TOGGLE_USERNAME is not None
+
+    @property
+    def toggle_relay_enabled(self) -> bool:
+        """Toggle's webhooks received and relayed to Atreemo."""
+        return self.TOGGLE_WEBHOOK_SECRET is not None
+
+    @property
+    def nector_relay_enabled(self) -> bool:
+        """Nector's webhooks received and relayed to Contlo."""
+        return self.NECTOR_WEBHOOK_SECRET is not None
+
+
+# What each relay needs, all or none.
+_TOGGLE_RELAY = ("TOGGLE_WEBHOOK_SECRET", "ATREEMO_WEBHOOK_URL", "ATREEMO_WEBHOOK_SECRET")
+_NECTOR_RELAY = ("NECTOR_WEBHOOK_SECRET", "CONTLO_API_KEY")
 
 
 class WebSettings(Settings):

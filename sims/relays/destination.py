@@ -1,0 +1,198 @@
+"""What both destination simulators share: their state, the request wrapper (faults, then
+authentication, then the rate limit, then the handler) and the `/_sim/` control API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from sims.errors import bad_request
+from sims.faults import BODIES, Fault, Faults
+from sims.inputs import read_object
+from sims.ratelimit import RateLimiter, SlidingSecond
+from sims.responses import drop_connection, fault_response, json_response
+
+# status: answer `status`, record nothing; latency: wait `seconds`, then serve; drop: close
+# without answering or recording; drop_after_apply: record, then close instead of answering.
+KINDS = frozenset({"status", "latency", "drop", "drop_after_apply"})
+
+Handler = Callable[[web.Request, "Destination"], Awaitable[web.Response]]
+# Answers a request it refuses (bad signature or key), or returns None.
+Check = Callable[[web.Request, bytes, "Destination"], web.Response | None]
+
+
+@dataclass
+class Destination:
+    """One simulated destination: its credential, its limit, its faults and its books."""
+
+    name: str
+    credential: str  # Atreemo: the signing secret; Contlo: the API key
+    rate_limit: int  # requests per sliding second before 429
+    clock: Callable[[], float] = time.monotonic
+    faults: Faults = field(default_factory=Faults)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    received: list[dict[str, Any]] = field(default_factory=list)  # accepted, arrival order
+    requests: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    throttled: int = 0
+    unauthorized: int = 0
+    peak_per_second: int = 0
+    _window: SlidingSecond = field(default_factory=SlidingSecond)
+    _defaults: tuple[str, int] = ("", 0)
+
+    def __post_init__(self) -> None:
+        self._defaults = (self.credential, self.rate_limit)
+
+    def reset(self) -> None:
+        self.credential, self.rate_limit = self._defaults
+        self.faults.clear()
+        self.limiter = RateLimiter()
+        self.received.clear()
+        self.reset_stats()
+
+    def reset_stats(self) -> None:
+        self.requests = self.throttled = self.unauthorized = self.peak_per_second = 0
+        self.answers.clear()
+        self._window = SlidingSecond()
+
+    def arrived(self) -> float:
+        now = self.clock()
+        self.requests += 1
+        self._window.add(now)
+        self.peak_per_second = max(self.peak_per_second, self._window.count(now))
+        return now
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.received.append({"seq": len(self.received) + 1, "received_at": time.time(),
+                              **entry})
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "accepted": len(self.received),
+            "answers": dict(self.answers),
+            "throttled": self.throttled,
+            "unauthorized": self.unauthorized,
+            "peak_per_second": self.peak_per_second,
+            "rate_limit": self.rate_limit,
+            "faults_pending": self.faults.pending(),
+        }
+
+
+DESTINATION = web.AppKey("destination", Destination)
+
+
+def endpoint(handler: Handler, check: Check, throttled: Callable[[], web.Response]) -> Callable[
+        [web.Request], Awaitable[web.StreamResponse]]:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        sim = request.app[DESTINATION]
+        now = sim.arrived()
+        body = await request.read()
+        fault = sim.faults.take(sim.name)
+        if fault is not None and fault.kind == "latency":
+            await asyncio.sleep(fault.seconds)
+        if fault is not None and fault.kind == "status":
+            sim.answers[str(fault.status)] += 1
+            return fault_response(fault)
+        if fault is not None and fault.kind == "drop":
+            sim.answers["drop"] += 1
+            return drop_connection(request)
+        response = check(request, body, sim)
+        if response is not None:
+            sim.unauthorized += 1
+        elif not sim.limiter.admit(sim.name, now, sim.rate_limit):
+            sim.throttled += 1
+            response = throttled()
+        else:
+            response = await handler(request, sim)
+        if fault is not None and fault.kind == "drop_after_apply":
+            sim.answers["drop"] += 1
+            return drop_connection(request)
+        sim.answers[str(response.status)] += 1
+        return response
+
+    return serve
+
+
+def parse_fault(spec: dict[str, Any]) -> Fault:
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise bad_request(f"kind must be one of {', '.join(sorted(KINDS))}")
+    fault = Fault(kind=kind, remaining=spec.get("count", 1), status=spec.get("status", 503),
+                  retry_after=spec.get("retry_after"), body=spec.get("body", "json"),
+                  seconds=spec.get("seconds", 0.5))
+    if type(fault.remaining) is not int or fault.remaining < 1:
+        raise bad_request("count must be an integer >= 1")
+    if type(fault.status) is not int or not 100 <= fault.status <= 599:
+        raise bad_request("status must be an HTTP status code")
+    if fault.retry_after is not None and not isinstance(fault.retry_after, str):
+        fault.retry_after = str(fault.retry_after)
+    if fault.body not in BODIES:
+        raise bad_request(f"body must be one of {', '.join(sorted(BODIES))}")
+    if type(fault.seconds) not in (int, float) or fault.seconds < 0:
+        raise bad_request("seconds must be a number >= 0")
+    return fault
+
+
+def add_control_routes(app: web.Application, records_path: str) -> None:
+    """`/_sim/reset`, `/_sim/faults` (POST a fault, DELETE all), `/_sim/stats` (GET; POST
+    `/_sim/stats/reset`), `/_sim/config` ({"rate_limit", "credential"}) and the records."""
+
+    def sim(request: web.Request) -> Destination:
+        return request.app[DESTINATION]
+
+    async def reset(request: web.Request) -> web.Response:
+        sim(request).reset()
+        return json_response({"ok": True})
+
+    async def add_fault(request: web.Request) -> web.Response:
+        destination = sim(request)
+        destination.faults.add(destination.name, parse_fault(await read_object(request)))
+        return json_response({"faults_pending": destination.faults.pending()})
+
+    async def clear_faults(request: web.Request) -> web.Response:
+        sim(request).faults.clear()
+        return json_response({"faults_pending": 0})
+
+    async def stats(request: web.Request) -> web.Response:
+        return json_response(sim(request).stats())
+
+    async def reset_stats(request: web.Request) -> web.Response:
+        sim(request).reset_stats()
+        return json_response(sim(request).stats())
+
+    async def config(request: web.Request) -> web.Response:
+        destination = sim(request)
+        if request.method == "POST":
+            changes = await read_object(request)
+            unknown = sorted(set(changes) - {"rate_limit", "credential"})
+            if unknown:
+                raise bad_request(f"unknown config settings: {', '.join(unknown)}")
+            limit = changes.get("rate_limit", destination.rate_limit)
+            credential = changes.get("credential", destination.credential)
+            if type(limit) is not int or limit < 1:
+                raise bad_request("rate_limit must be an integer >= 1")
+            if not isinstance(credential, str) or not credential:
+                raise bad_request("credential must be a non-empty string")
+            destination.rate_limit, destination.credential = limit, credential
+        return json_response({"rate_limit": destination.rate_limit,
+                              "credential": destination.credential})
+
+    async def records(request: web.Request) -> web.Response:
+        received = sim(request).received
+        return json_response({"count": len(received), "items": received})
+
+    app.router.add_post("/_sim/reset", reset)
+    app.router.add_post("/_sim/faults", add_fault)
+    app.router.add_delete("/_sim/faults", clear_faults)
+    app.router.add_get("/_sim/stats", stats)
+    app.router.add_post("/_sim/stats/reset", reset_stats)
+    app.router.add_get("/_sim/config", config)
+    app.router.add_post("/_sim/config", config)
+    app.router.add_get(records_path, records)

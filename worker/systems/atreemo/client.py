@@ -1,0 +1,80 @@
+"""Atreemo's Toggle ingestion endpoint: one delivery is one POST of Toggle's envelope,
+unchanged, signed with Atreemo's own secret [assumed: Atreemo publishes no API].
+
+One attempt per call: the relay owns retries (it spreads them over RELAY_MAX_AGE_SECONDS and
+records each outcome). The answer is classified with worker.base.http's classes:
+- 200: delivered;
+- 400 (refused for good, the body says why), 401 (our ATREEMO_WEBHOOK_SECRET), other 4xx:
+  `Rejected`;
+- 429 (with Retry-After when given), 5xx, a connection that never opened: `Retryable`;
+- a read timeout or a reset after the request went out: `Ambiguous` — Atreemo cannot be
+  asked whether it got it, and it does not deduplicate.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from worker.base.http import Ambiguous, Retryable, make_client, send
+from worker.base.ratelimit import SlotLimiter
+from worker.base.settings import Settings
+from worker.base.signatures import hmac_sha256
+
+SERVICE = "atreemo"
+SIGNATURE_HEADER = "Toggle-Signature"
+
+
+def toggle_signature(secret: str, body: bytes) -> str:
+    """Toggle's signature scheme, which Atreemo checks: lowercase hex HMAC-SHA256."""
+    return hmac_sha256(secret.encode("utf-8"), body).hex()
+
+
+class AtreemoClient:
+    def __init__(
+        self,
+        settings: Settings,
+        limiter: SlotLimiter,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if settings.ATREEMO_WEBHOOK_URL is None or settings.ATREEMO_WEBHOOK_SECRET is None:
+            raise ValueError("the Toggle relay is off: ATREEMO_WEBHOOK_URL and "
+                             "ATREEMO_WEBHOOK_SECRET are not set")
+        self._url = str(settings.ATREEMO_WEBHOOK_URL)
+        self._secret = settings.ATREEMO_WEBHOOK_SECRET.get_secret_value()
+        self._limiter = limiter
+        self._user_agent = settings.USER_AGENT
+        self._http = http or make_client(
+            "",
+            timeout=settings.HTTP_TIMEOUT_SECONDS,
+            connect_timeout=settings.HTTP_CONNECT_TIMEOUT_SECONDS,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AtreemoClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def headers_for(self, raw_body: bytes) -> dict[str, str]:
+        return {
+            SIGNATURE_HEADER: toggle_signature(self._secret, raw_body),
+            "Content-Type": "application/json",
+            "User-Agent": self._user_agent,
+        }
+
+    async def deliver(self, raw_body: bytes) -> None:
+        """POST Toggle's envelope byte for byte; return once Atreemo accepted it (2xx)."""
+        await self._limiter.acquire()
+        request = self._http.build_request(
+            "POST", self._url, content=raw_body, headers=self.headers_for(raw_body))
+        try:
+            # write=True: a transport failure after sending is Ambiguous.
+            await send(self._http, SERVICE, request, write=True)
+        except Ambiguous as error:
+            if error.status is None:
+                raise
+            # An answered 5xx: Atreemo said it failed, so the event was not taken.
+            raise Retryable(SERVICE, error.reason, error.status, error.retry_after) from error

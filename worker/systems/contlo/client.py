@@ -1,0 +1,91 @@
+"""Contlo's `POST /v1/track`: one call per relayed event.
+
+One attempt per call: the relay owns retries. Answers are classified with
+worker.base.http's classes: 200 tracked; 400 `{"success": false, "message"}` (no email
+and no phone, a malformed body) and 401 (a bad CONTLO_API_KEY) `Rejected` with Contlo's
+message; 429 (with Retry-After when given), 5xx and a connection that never opened
+`Retryable`; a read timeout or reset after sending `Ambiguous` (Contlo cannot be asked and
+does not deduplicate [assumed])."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from worker.base.http import Ambiguous, Retryable, make_client, send
+from worker.base.ratelimit import SlotLimiter
+from worker.base.settings import Settings
+
+SERVICE = "contlo"
+TRACK_PATH = "/v1/track"
+
+
+def track_body(event: str, email: str | None, phone: str | None,
+               properties: dict[str, Any], profile_properties: dict[str, Any]) -> bytes:
+    """The JSON Contlo takes; an absent email or phone is left out, not sent as null."""
+    body: dict[str, Any] = {"event": event}
+    if email:
+        body["email"] = email
+    if phone:
+        body["phone_number"] = phone
+    body["properties"] = properties
+    body["profile_properties"] = profile_properties
+    return orjson.dumps(body)
+
+
+class ContloClient:
+    def __init__(
+        self,
+        settings: Settings,
+        limiter: SlotLimiter,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if settings.CONTLO_API_KEY is None:
+            raise ValueError("the Nector relay is off: CONTLO_API_KEY is not set")
+        self._limiter = limiter
+        # Sent on every request, also through a client handed in (tests, shared pools).
+        self._headers = {
+            "X-API-KEY": settings.CONTLO_API_KEY.get_secret_value(),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": settings.USER_AGENT,
+        }
+        self._http = http or make_client(
+            str(settings.CONTLO_BASE_URL),
+            timeout=settings.HTTP_TIMEOUT_SECONDS,
+            connect_timeout=settings.HTTP_CONNECT_TIMEOUT_SECONDS,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> ContloClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def track(
+        self,
+        event: str,
+        email: str | None,
+        phone: str | None,
+        properties: dict[str, Any],
+        profile_properties: dict[str, Any],
+    ) -> None:
+        """Track one event for the profile with this email and/or phone; return once Contlo
+        accepted it."""
+        await self._limiter.acquire()
+        request = self._http.build_request(
+            "POST", TRACK_PATH, headers=self._headers,
+            content=track_body(event, email, phone, properties, profile_properties))
+        try:
+            # write=True: a transport failure after sending is Ambiguous.
+            await send(self._http, SERVICE, request, write=True)
+        except Ambiguous as error:
+            if error.status is None:
+                raise
+            # An answered 5xx: Contlo said it failed, so the event was not taken.
+            raise Retryable(SERVICE, error.reason, error.status, error.retry_after) from error

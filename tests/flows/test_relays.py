@@ -277,3 +277,16 @@ async def test_a_repeated_event_is_recorded_and_delivered_once(
     receive(store, TOGGLE, body, toggle_headers(body))
     await run(relays, destinations(atreemo), first.subject)
     assert atreemo.ids() == [570]
+
+
+async def test_an_unexpected_error_mid_send_is_retried_and_the_resend_counted_ambiguous(
+        store: Store, relays: Relays, atreemo: FakeAtreemo) -> None:
+    subject = toggle(store, 570)
+    atreemo.fail_next(RuntimeError("redis: connection refused"))
+    await run(relays, destinations(atreemo), subject)
+    row = relays.get(key(570))
+    assert row is not None and (row.state, row.uncertain) == ("received", True)
+    make_due(relays)
+    await run(relays, destinations(atreemo), subject)
+    row = relays.get(key(570))
+    assert row is not None and (row.state, row.ambiguous) == ("delivered", 1)

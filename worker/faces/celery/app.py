@@ -87,7 +87,8 @@ def create_app() -> Celery:
         exit_on_config_error(exc)
     # Card numbers masked wherever Celery shows arguments (masking.py: sent, received).
     celery_app = Celery("pointsync", include=["worker.faces.celery.tasks",
-                                              "worker.faces.celery.giftcard_tasks"],
+                                              "worker.faces.celery.giftcard_tasks",
+                                              "worker.faces.celery.relay_tasks"],
                         amqp="worker.faces.celery.masking:MaskingAMQP",
                         task_cls="worker.faces.celery.masking:MaskingTask")
     celery_app.conf.update(celery_config(settings))

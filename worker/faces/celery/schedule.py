@@ -61,4 +61,10 @@ def beat_schedule(settings: CoreSettings) -> dict[str, Any]:
             "schedule": float(settings.POINTS_SWEEP_INTERVAL_SECONDS),
             "options": {"expires": float(settings.POINTS_SWEEP_INTERVAL_SECONDS)},
         },
+        # Relay deliveries whose task was lost or whose retry came due (none: nothing to do).
+        "sweep-relays": {
+            "task": "pointsync.sweep_relays",
+            "schedule": float(settings.POINTS_SWEEP_INTERVAL_SECONDS),
+            "options": {"expires": float(settings.POINTS_SWEEP_INTERVAL_SECONDS)},
+        },
     }

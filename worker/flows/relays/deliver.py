@@ -129,14 +129,21 @@ async def _deliver_one(
         relays.fail(row.key, exc.reason, lease)
         log.warning("relay %s: refused by %s: %s", row.key, row.destination, exc.reason)
         return FAILED, None
+    except Exception as exc:  # anything else (Redis for the rate limit, say): maybe sent
+        log.exception("relay %s: unexpected error", row.key)
+        return _retry(relays, row, lease, f"{type(exc).__name__}: {exc}"[:300], None,
+                      max_age_seconds, uncertain=True)
     relays.finish(row.key, lease, DELIVERED)
     return DELIVERED, None
 
 
 def _retry(
     relays: Relays, row: DeliveryRow, lease: datetime, reason: str,
-    retry_after: float | None, max_age_seconds: float,
+    retry_after: float | None, max_age_seconds: float, *, uncertain: bool = False,
 ) -> tuple[str, datetime | None]:
+    """Plan the next attempt with backoff, or fail once `max_age_seconds` have passed
+    since the event was received. `uncertain`: whether that send may have gone out is not
+    known, so the next one is counted ambiguous."""
     now = utcnow()
     left = max_age_seconds - (now - row.created_at).total_seconds()
     if left <= 0:
@@ -147,7 +154,7 @@ def _retry(
     pause = jittered(FIRST_RETRY_SECONDS, row.attempts, RETRY_CAP_SECONDS,
                      retry_after=retry_after)
     retry_at = now + timedelta(seconds=min(pause, left))
-    relays.outbox.move(row.key, lease, reason=reason[:2000], uncertain=False,
+    relays.outbox.move(row.key, lease, reason=reason[:2000], uncertain=uncertain,
                        lease_until=None, next_attempt_at=retry_at)
     log.info("relay %s: %s; next attempt in %.1f s", row.key, reason, min(pause, left))
     return RECEIVED, retry_at

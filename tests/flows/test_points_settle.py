@@ -169,7 +169,7 @@ def test_the_task_queues_itself_again_for_when_the_row_is_due(
 ) -> None:
     outcome = Outcome("ref-task", "received", CONTACT, "5", None, "503", 1,
                       retry_in=SETTLE)
-    monkeypatch.setattr(tasks, "run_with_parts", lambda work: (outcome, False))
+    monkeypatch.setattr(tasks, "run_with_parts", lambda work: outcome)
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(tasks.add_points, "apply_async", lambda **kw: sent.append(kw))
 
@@ -185,7 +185,7 @@ def test_the_task_queues_itself_again_for_when_the_row_is_due(
 def test_the_task_leaves_a_long_pause_to_the_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
     outcome = Outcome("ref-late", "received", CONTACT, "5", None, "429", 9,
                       retry_in=REQUEUE_MAX_SECONDS + 1)
-    monkeypatch.setattr(tasks, "run_with_parts", lambda work: (outcome, False))
+    monkeypatch.setattr(tasks, "run_with_parts", lambda work: outcome)
     sent: list[dict[str, Any]] = []
     monkeypatch.setattr(tasks.add_points, "apply_async", lambda **kw: sent.append(kw))
 

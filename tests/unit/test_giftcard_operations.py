@@ -147,6 +147,15 @@ async def test_doctor_shows_a_refused_login_with_its_fix(
     assert "TOGGLE_USERNAME / TOGGLE_PASSWORD" in check.fix
 
 
+async def test_doctor_reports_toggle_unchecked_when_redis_is_down(make_settings) -> None:
+    # The budget every Toggle request draws on lives in Redis: with Redis gone the check
+    # says so (the redis check names the fix) instead of ending the doctor with a traceback.
+    settings = make_settings(**USER, REDIS_URL="redis://127.0.0.1:1/0")
+    check = await doctor_checks.check_toggle(settings)
+    assert check.status == doctor_checks.WARN
+    assert "Redis cannot be reached" in check.detail and check.fix == "see the redis check"
+
+
 async def test_doctor_skips_toggle_where_it_is_not_configured(settings) -> None:
     check = await doctor_checks.check_toggle(settings)
     assert check.status == doctor_checks.SKIP

@@ -147,21 +147,27 @@ async def check_toggle(settings: Settings) -> Check:
     quick = _quick(settings)
     redis_client = Redis.from_url(quick.REDIS_URL)
     try:
-        async with ToggleClient(quick, redis_client) as toggle:
-            check = await _probe(
-                "toggle", toggle._session.login(), settings.TOGGLE_API_URL,
-                ok=lambda _: "logged in",
-                refused="TOGGLE_USERNAME / TOGGLE_PASSWORD were refused: check the API user "
-                        "in Toggle's portal")
-            if check.status != OK:
-                return check
-            try:
-                left = await toggle.credits()
-            except Exception as exc:  # Redis down: the redis check says why
-                return Check("toggle", WARN, f"{check.detail}; credits unknown "
-                             f"({type(exc).__name__})", "see the redis check")
+        return await _toggle_login_and_credits(settings, quick, redis_client)
+    except (redis.RedisError, OSError) as exc:
+        # Every Toggle request takes its credits from the budget all processes share in Redis.
+        return Check("toggle", WARN, f"not checked: Redis cannot be reached "
+                     f"({type(exc).__name__}), and the shared credit budget lives there",
+                     "see the redis check")
     finally:
         await redis_client.aclose()
+
+
+async def _toggle_login_and_credits(settings: Settings, quick: Settings, redis_client: Redis
+                                    ) -> Check:
+    async with ToggleClient(quick, redis_client) as toggle:
+        check = await _probe(
+            "toggle", toggle._session.login(), settings.TOGGLE_API_URL,
+            ok=lambda _: "logged in",
+            refused="TOGGLE_USERNAME / TOGGLE_PASSWORD were refused: check the API user "
+                    "in Toggle's portal")
+        if check.status != OK:
+            return check
+        left = await toggle.credits()
     if left < 1:
         return Check("toggle", WARN, f"{check.detail}; no credits left now ({left:.0f})",
                      "a burst of gift cards is under way or the budget is spent; cards wait "

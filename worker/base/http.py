@@ -145,6 +145,19 @@ async def send(
     return response
 
 
+async def deliver_once(client: httpx.AsyncClient, service: str, request: httpx.Request
+                       ) -> httpx.Response:
+    """One attempt of a write to a destination that answers 5xx only when it did not take
+    the request (the relays' destinations): an answered 5xx may be sent again (Retryable);
+    only a request that went out and got no answer is Ambiguous."""
+    try:
+        return await send(client, service, request, write=True)
+    except Ambiguous as error:
+        if error.status is None:
+            raise
+        raise Retryable(service, error.reason, error.status, error.retry_after) from error
+
+
 def _transport_status(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"

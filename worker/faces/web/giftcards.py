@@ -21,6 +21,7 @@ from worker.base.arguments import InvalidArgument
 from worker.base.settings import WebSettings
 from worker.faces.web.context import SETTINGS, STORE, Refused, blocking, refuse, short_error
 from worker.faces.web.history import _check_api_key
+from worker.faces.web.queueing import task_sender
 from worker.flows.giftcards.issue import record_order
 from worker.flows.giftcards.requests import CardRequest, validate_card_request
 from worker.flows.parts import Parts
@@ -129,23 +130,5 @@ def card_answer(row: OrderRow) -> dict[str, Any]:
 
 
 def celery_gift_enqueue(settings: WebSettings) -> GiftEnqueue:
-    """Queue pointsync.issue_gift_card, fire-and-forget (the row is the outcome); the
-    Celery sender is built at the first send (see queueing.celery_enqueue for why it has
-    no result backend)."""
-    senders: list[Any] = []
-
-    def enqueue(kwargs: dict[str, Any]) -> object:
-        if not senders:
-            from celery import Celery
-
-            from worker.faces.celery.app import celery_config
-
-            sender = Celery("pointsync-web-giftcards", set_as_current=False)
-            sender.conf.update(celery_config(settings), result_backend=None, beat_schedule={})
-            senders.append(sender)
-        policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
-                  "interval_max": 1}
-        return senders[0].send_task(TASK, kwargs=kwargs, retry_policy=policy,
-                                    ignore_result=True)
-
-    return enqueue
+    """Queue pointsync.issue_gift_card for a recorded order (the row is the outcome)."""
+    return task_sender(settings, TASK)

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from aiohttp import web
 
@@ -70,24 +71,32 @@ async def enqueue_recorded(app: web.Application, point_request: PointRequest) ->
                     short_error(exc, app[SETTINGS]))
 
 
-def celery_enqueue(settings: WebSettings) -> Enqueue:
-    """Queue `pointsync.add_points` on the broker, fire-and-forget.
+def task_sender(settings: WebSettings, task: str) -> Callable[[dict[str, Any]], object]:
+    """Queue `task` on the broker, fire-and-forget: the web process's rows are the outcome,
+    so no result is kept. The Celery sender is built at the first send.
 
     A Celery app of its own without a result backend: with one, every send subscribes this
     long-lived process to the task's result channel, and with Redis down a send stalls ~20 s
-    on backend reconnects. The worker still stores the task's result as usual.
+    on backend reconnects.
     """
-    from celery import Celery
-
-    from worker.faces.celery.app import celery_config
-
-    sender = Celery("pointsync-web", set_as_current=False)
-    sender.conf.update(celery_config(settings), result_backend=None, beat_schedule={})
+    senders: list[Any] = []
     policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
-    def enqueue(kwargs: dict[str, str]) -> object:
-        # Nobody reads this result (the ledger row is the outcome): none is stored.
-        return sender.send_task("pointsync.add_points", kwargs=kwargs, retry_policy=policy,
-                                ignore_result=True)
+    def send(kwargs: dict[str, Any]) -> object:
+        if not senders:
+            from celery import Celery
 
-    return enqueue
+            from worker.faces.celery.app import celery_config
+
+            sender = Celery(f"pointsync-web-{task}", set_as_current=False)
+            sender.conf.update(celery_config(settings), result_backend=None, beat_schedule={})
+            senders.append(sender)
+        return senders[0].send_task(task, kwargs=kwargs, retry_policy=policy,
+                                    ignore_result=True)
+
+    return send
+
+
+def celery_enqueue(settings: WebSettings) -> Enqueue:
+    """Queue `pointsync.add_points` for a recorded transaction."""
+    return task_sender(settings, "pointsync.add_points")

@@ -16,7 +16,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from worker.base.settings import WebSettings
 from worker.base.signatures import BadSignature, SignatureVerifier
 from worker.faces.web.context import SETTINGS, STORE, Refused, blocking, refuse, short_error
+from worker.faces.web.queueing import task_sender
 from worker.flows.relays.receive import NECTOR, TOGGLE, Unreadable, receive
 from worker.systems.nector.webhooks import NectorVerifier
 from worker.systems.toggle.webhooks import ToggleVerifier
@@ -129,23 +129,5 @@ async def settled(app: web.Application) -> None:
 
 
 def celery_relay_enqueue(settings: WebSettings) -> RelayEnqueue:
-    """Queue pointsync.relay_subject, fire-and-forget (the rows are the outcome); the Celery
-    sender is built at the first send (see queueing.celery_enqueue for why it has no result
-    backend)."""
-    senders: list[Any] = []
-
-    def enqueue(kwargs: dict[str, str]) -> object:
-        if not senders:
-            from celery import Celery
-
-            from worker.faces.celery.app import celery_config
-
-            sender = Celery("pointsync-web-relays", set_as_current=False)
-            sender.conf.update(celery_config(settings), result_backend=None, beat_schedule={})
-            senders.append(sender)
-        policy = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
-                  "interval_max": 1}
-        return senders[0].send_task(TASK, kwargs=kwargs, retry_policy=policy,
-                                    ignore_result=True)
-
-    return enqueue
+    """Queue pointsync.relay_subject for recorded deliveries (the rows are the outcome)."""
+    return task_sender(settings, TASK)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import httpx
 
-from worker.base.http import Ambiguous, Retryable, make_client, send
+from worker.base.http import deliver_once, make_client
 from worker.base.ratelimit import SlotLimiter
 from worker.base.settings import Settings
 from worker.base.signatures import hmac_sha256
@@ -70,11 +70,4 @@ class AtreemoClient:
         await self._limiter.acquire()
         request = self._http.build_request(
             "POST", self._url, content=raw_body, headers=self.headers_for(raw_body))
-        try:
-            # write=True: a transport failure after sending is Ambiguous.
-            await send(self._http, SERVICE, request, write=True)
-        except Ambiguous as error:
-            if error.status is None:
-                raise
-            # An answered 5xx: Atreemo said it failed, so the event was not taken.
-            raise Retryable(SERVICE, error.reason, error.status, error.retry_after) from error
+        await deliver_once(self._http, SERVICE, request)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from worker.base.http import Ambiguous, Retryable, make_client, send
+from worker.base.http import deliver_once, make_client
 from worker.base.ratelimit import SlotLimiter
 from worker.base.settings import Settings
 
@@ -81,11 +81,4 @@ class ContloClient:
         request = self._http.build_request(
             "POST", TRACK_PATH, headers=self._headers,
             content=track_body(event, email, phone, properties, profile_properties))
-        try:
-            # write=True: a transport failure after sending is Ambiguous.
-            await send(self._http, SERVICE, request, write=True)
-        except Ambiguous as error:
-            if error.status is None:
-                raise
-            # An answered 5xx: Contlo said it failed, so the event was not taken.
-            raise Retryable(SERVICE, error.reason, error.status, error.retry_after) from error
+        await deliver_once(self._http, SERVICE, request)

@@ -16,7 +16,7 @@ An event and its deliveries are recorded in one transaction: a repeat records no
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -29,15 +29,17 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    func,
     select,
 )
 
 from worker.store.database import Store
-from worker.store.engine import insert_for, metadata, utcnow
+from worker.store.engine import as_utc, insert_for, metadata, utcnow
 from worker.store.outbox import FAILED, Outbox, outbox_columns, utc_row
 
 __all__ = ["DELIVERED", "FILTERED", "RECEIVED", "RELAY_OPEN", "DeliveryRow", "EventRow",
-           "Relays", "delivery_key", "relay_deliveries", "relay_events", "sequence_of"]
+           "Relays", "RouteFigures", "delivery_key", "relay_deliveries", "relay_events",
+           "sequence_of"]
 
 RECEIVED, DELIVERED, FILTERED = "received", "delivered", "filtered"
 RELAY_OPEN = (RECEIVED,)
@@ -177,6 +179,15 @@ class Relays:
     def get(self, key: str) -> DeliveryRow | None:
         return self.outbox.get(key)
 
+    def has_topic(self, source: str, subject: str, topic: str) -> bool:
+        """Whether any event of `topic` about `subject` is recorded (a backfill skips an
+        order whose `order.created` was relayed live)."""
+        t = relay_deliveries.c
+        query = select(t.key).where(t.source == source, t.subject == subject,
+                                    t.topic == topic).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     # -- a subject's order ----------------------------------------------------------------
 
     def head(self, source: str, subject: str) -> DeliveryRow | None:
@@ -234,3 +245,33 @@ class Relays:
 
     def failed(self, limit: int = 50) -> list[DeliveryRow]:
         return self.outbox.listing(FAILED, limit)
+
+    # -- operators' figures ---------------------------------------------------------------
+
+    def route_figures(self) -> list[RouteFigures]:
+        """Per (source, destination) present: deliveries by state, the lost answers
+        summed, and when the oldest one still `received` was recorded."""
+        t = relay_deliveries.c
+        route = (t.source, t.destination)
+        with self.engine.connect() as conn:
+            by_state = conn.execute(select(*route, t.state, func.count(),
+                                           func.sum(t.ambiguous)).group_by(*route, t.state)).all()
+            oldest = conn.execute(select(*route, func.min(t.created_at))
+                                  .where(t.state.in_(RELAY_OPEN)).group_by(*route)).all()
+        found: dict[tuple[str, str], RouteFigures] = {}
+        for source, destination, state, count, ambiguous in by_state:
+            figures = found.setdefault((source, destination), RouteFigures(source, destination))
+            figures.states[state] = int(count)
+            figures.ambiguous += int(ambiguous or 0)
+        for source, destination, at in oldest:
+            found[source, destination].oldest_open_at = as_utc(at)
+        return [found[key] for key in sorted(found)]
+
+
+@dataclass
+class RouteFigures:
+    source: str
+    destination: str
+    states: dict[str, int] = field(default_factory=dict)
+    ambiguous: int = 0
+    oldest_open_at: datetime | None = None

@@ -14,6 +14,7 @@ from worker.faces.cli import doctor, history, migrate, reconcile, sync, web
 from worker.faces.cli.giftcards import giftcard_cli
 from worker.faces.cli.output import console
 from worker.faces.cli.points import points_cli
+from worker.faces.cli.relays import relay_cli
 from worker.faces.runtime import prepare_store
 
 PLUGIN_GROUP = "pointsync.cli"
@@ -55,6 +56,7 @@ cli.command()(doctor.doctor)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(points_cli, name="points")
 cli.add_typer(giftcard_cli, name="giftcard")
+cli.add_typer(relay_cli, name="relay")
 
 
 def _configure_logging() -> None:

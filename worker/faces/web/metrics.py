@@ -25,7 +25,7 @@ from redis import Redis
 from worker.base.settings import Settings
 from worker.base.telemetry import read_responses
 from worker.faces.celery.queues import queue_depths, unacked_count
-from worker.faces.web import giftcard_metrics
+from worker.faces.web import giftcard_metrics, relay_metrics
 from worker.faces.web.context import SETTINGS, STORE, blocking
 from worker.store.database import Store
 from worker.store.ledger import Ledger
@@ -101,6 +101,7 @@ class PointsyncCollector:
                           store.last_success_finished())
         families += _ledger(ledger.state_totals(), ledger.oldest_open_created_at(), self.now)
         families += giftcard_metrics.states(store)
+        families += relay_metrics.relays(store, self.now)
         return families
 
     # -- Redis: remote responses and the broker's queues -----------------------------------

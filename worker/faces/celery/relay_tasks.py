@@ -4,12 +4,13 @@ came due. Results are small summaries, never an event's body."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from worker.faces.celery.app import app
 from worker.faces.celery.tasks import NO_RESULT
 from worker.faces.runtime import run_with_parts
-from worker.flows.relays import run
+from worker.flows.relays import backfill, run
 
 # A subject due again this soon is queued again by its task; later ones are the sweep's.
 REQUEUE_MAX_SECONDS = 60.0
@@ -39,3 +40,20 @@ def sweep_relays() -> dict[str, int]:
     for source, subject in subjects:
         relay_subject.apply_async(kwargs={"source": source, "subject": subject}, **NO_RESULT)
     return {"subjects": len(subjects)}
+
+
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.task(name="pointsync.backfill_toggle_orders", **NO_RESULT)
+def backfill_toggle_orders(since: str, until: str | None = None) -> dict[str, Any]:
+    """Record Toggle's orders created in [since, until] (ISO 8601) as `order.created` for
+    Atreemo, each order once, and queue their delivery."""
+    outcome = run_with_parts(lambda parts: backfill.backfill_toggle_orders(
+        parts, _moment(since), None if until is None else _moment(until)))
+    for subject in outcome.subjects:
+        relay_subject.apply_async(kwargs={"source": backfill.TOGGLE, "subject": subject},
+                                  **NO_RESULT)
+    return outcome.as_dict()

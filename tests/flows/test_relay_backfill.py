@@ -15,12 +15,15 @@ import httpx
 import orjson
 import pytest
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
 from tests.support.flows import FakeRemotes, Parts
 from tests.support.giftcards import FakeToggle, answer, toggle_parts
 from tests.support.relays import TOGGLE_SECRET, toggle_body, toggle_headers
 from worker.faces.celery import relay_tasks
 from worker.faces.celery.app import app as celery_app
+from worker.faces.cli import relays as relays_cli
+from worker.faces.cli.app import cli
 from worker.flows.parts import Parts as FlowParts
 from worker.flows.relays.backfill import (
     BackfillUnavailable,
@@ -181,3 +184,46 @@ async def test_the_task_reads_the_window_and_queues_each_recorded_order(
     assert (first["created_at_from"], first["created_at_to"]) == (
         SINCE.isoformat(), UNTIL.isoformat())
     assert "pointsync.backfill_toggle_orders" in celery_app.tasks
+
+
+@pytest.fixture
+async def cli_on_flow(flow: FlowParts,
+                      monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """`pointsync relay backfill` with the flow's parts (its flow on this test's loop, the
+    command on a thread) and the broker replaced by a recorder."""
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(relays_cli, "run_remote",
+                        lambda work: asyncio.run_coroutine_threadsafe(work(flow), loop).result())
+    sent: list[tuple[str, Any]] = []
+    monkeypatch.setattr(celery_app, "send_task",
+                        lambda name, kwargs=None, **_: sent.append((name, kwargs)))
+    return sent
+
+
+async def test_the_command_backfills_and_queues_each_recorded_order(
+        cli_on_flow: list[tuple[str, Any]], toggle: OrdersToggle) -> None:
+    args = ["relay", "backfill", "toggle", "--since", "2026-11-01", "--until",
+            "2026-11-30T00:00:00+00:00", "--json"]
+    result = await asyncio.to_thread(CliRunner().invoke, cli, args)
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["recorded"] == 3
+    assert json.loads(result.stdout)["queued"] == 3
+    assert cli_on_flow == [("pointsync.relay_subject", {"source": "toggle",
+                                                        "subject": f"order:{i}"})
+                           for i in (501, 502, 503)]
+    first = toggle.named("Orders")[0]
+    assert (first["created_at_from"], first["created_at_to"]) == (
+        SINCE.isoformat(), UNTIL.isoformat())
+
+    again = await asyncio.to_thread(CliRunner().invoke, cli, args)
+    assert json.loads(again.stdout)["skipped_repeated"] == 3 and len(cli_on_flow) == 3
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["nector", "--since", "2026-11-01"], "only 'toggle'"),
+    (["toggle", "--since", "last week"], "--since: not an ISO 8601 time"),
+])
+def test_the_command_refuses_what_it_cannot_backfill(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["relay", "backfill", *args])
+    assert result.exit_code == 1 and message in result.output

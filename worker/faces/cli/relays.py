@@ -8,15 +8,27 @@ printed: an event's body is the source's data, forwarded, not the operator's to 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from worker.base.http import RemoteError
 from worker.base.settings import get_core_settings
-from worker.faces.cli.output import cell, console, err_console, fail, field_table
+from worker.faces.cli.output import (
+    cell,
+    console,
+    err_console,
+    fail,
+    field_table,
+    masked,
+    progress_bar,
+)
+from worker.faces.cli.remote import run_remote
 from worker.faces.runtime import prepare_store
-from worker.flows.relays import sweep
+from worker.flows.relays import backfill, sweep
+from worker.flows.relays.receive import TOGGLE
 from worker.flows.relays.status import STATES, route_status
 from worker.store.outbox import FAILED
 from worker.store.relays import RECEIVED, DeliveryRow, Relays
@@ -146,3 +158,61 @@ def relay_replay(
     else:
         console.print(f"{key} is received again{'' if queued else ' (left to the sweep)'}",
                       highlight=False, markup=False)
+
+
+# -- backfill (Toggle keeps no replayable history of its events) --------------------------
+
+
+def _moment(text: str, option: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        fail(f"{option}: not an ISO 8601 time ({text!r}); e.g. 2026-11-01 or "
+             "2026-11-01T09:00:00+00:00")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@relay_cli.command("backfill")
+def relay_backfill(
+    source: Annotated[str, typer.Argument(help="The source to backfill: toggle.")],
+    since: Annotated[str, typer.Option("--since", help="Orders created from (ISO 8601).")],
+    until: Annotated[str | None, typer.Option(
+        "--until", help="Orders created until (ISO 8601); now when absent.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record Toggle's past orders as order.created for Atreemo (each order once; one
+    already relayed live is skipped) and queue their delivery."""
+    if source != TOGGLE:
+        fail(f"source: only {TOGGLE!r} can be backfilled (Toggle's orders), not {source!r}")
+    start, end = _moment(since, "--since"), None if until is None else _moment(until, "--until")
+    with progress_bar() as bar:
+        task = bar.add_task("backfill toggle orders", total=None, counts="")
+
+        def show(done: int, total: int) -> None:
+            bar.update(task, total=total or None, completed=done, counts=f"{done}/{total}")
+
+        try:
+            outcome = run_remote(lambda parts: backfill.backfill_toggle_orders(
+                parts, start, end, progress=show))
+        except backfill.BackfillUnavailable as exc:
+            fail(str(exc))
+        except RemoteError as exc:
+            fail(f"{exc.service}: {masked(exc.reason)}")
+    from worker.faces.celery.app import app  # local: only this command sends
+
+    queued = 0
+    for subject in outcome.subjects:
+        try:
+            app.send_task("pointsync.relay_subject",
+                          kwargs={"source": TOGGLE, "subject": subject}, ignore_result=True)
+            queued += 1
+        except Exception as exc:  # recorded all the same: the sweep delivers them
+            err_console.print(f"could not queue ({type(exc).__name__}); the sweep will "
+                              "deliver the rest", highlight=False, markup=False)
+            break
+    data = {**outcome.as_dict(), "queued": queued}
+    if as_json:
+        _json(data)
+    else:
+        console.print(field_table("backfill toggle → atreemo",
+                                  ((name, cell(value)) for name, value in data.items())))

@@ -148,6 +148,21 @@ async def test_an_order_already_relayed_live_is_skipped(flow: FlowParts) -> None
     assert ("570", "order.created", "order:502") in created
 
 
+async def test_a_live_order_created_after_its_backfill_is_kept_but_not_sent_again(
+    flow: FlowParts,
+) -> None:
+    await backfill(flow)  # orders 501-503, recorded as backfill-order-<id>
+    live = toggle_body(580, "order.created", order=502)
+    received = receive(flow.store, TOGGLE, live, toggle_headers(live))
+
+    assert received.recorded  # answered 200 and kept: a repeat is still a repeat
+    relays = Relays(flow.store)
+    assert relays.event(TOGGLE, "580") is not None
+    deliveries = [d.key for d in relays.outbox.rows(
+        relays.outbox.table.c.subject == "order:502")]
+    assert deliveries == ["toggle:backfill-order-502:atreemo"]
+
+
 async def test_an_empty_window_asks_once(flow: FlowParts, toggle: OrdersToggle) -> None:
     toggle.listed = []
     outcome, seen = await backfill(flow, page_size=100)

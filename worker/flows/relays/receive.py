@@ -19,8 +19,9 @@ from worker.systems.nector import webhooks as nector
 from worker.systems.toggle import webhooks as toggle
 
 TOGGLE, NECTOR = "toggle", "nector"
+ORDER_CREATED = "order.created"
 # Where each source's events go.
-DESTINATIONS = {TOGGLE: ("atreemo",), NECTOR: ("contlo",)}
+DESTINATIONS: dict[str, tuple[str, ...]] = {TOGGLE: ("atreemo",), NECTOR: ("contlo",)}
 
 
 class Unreadable(Exception):
@@ -59,7 +60,13 @@ def read(source: str, body: bytes, headers: Mapping[str, str],
 def receive(store: Store, source: str, body: bytes, headers: Mapping[str, str]) -> Received:
     """Read and record one verified delivery (raises Unreadable, or the database's error)."""
     event_id, topic, subject, created_at = read(source, body, headers)
-    _, recorded = Relays(store).record(
+    relays = Relays(store)
+    destinations: tuple[str, ...] = DESTINATIONS[source]
+    if source == TOGGLE and topic == ORDER_CREATED and relays.has_topic(source, subject, topic):
+        # The order's creation is recorded already (by a backfill, or live under another id):
+        # this event is kept, and Atreemo, which does not deduplicate, is not sent it again.
+        destinations = ()
+    _, recorded = relays.record(
         source=source, event_id=event_id, topic=topic, subject=subject,
-        source_created_at=created_at, body=body, destinations=DESTINATIONS[source])
+        source_created_at=created_at, body=body, destinations=destinations)
     return Received(source, event_id, topic, subject, created_at, recorded)

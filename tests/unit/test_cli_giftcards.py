@@ -21,7 +21,7 @@ from tests.support.unit import cli_database
 from worker.faces import runtime
 from worker.faces.cli import giftcards as giftcard_cli
 from worker.faces.cli.app import cli
-from worker.store.giftcards import Orders
+from worker.store.giftcards import Orders, Redemptions
 from worker.systems.toggle.cards import mask_card_number
 
 CARD = "6301190000000010001"
@@ -134,6 +134,25 @@ def test_list_show_reveal_failed_and_replay(toggle, database_file) -> None:
     assert replayed.exit_code == 0, replayed.output
     assert Orders(runtime.prepare_store(database_file)).get("r-bad").state == "issued"
     assert len(toggle.named("CreateOrder")) == 3  # the first, the refused, the replay
+
+
+def test_replay_of_a_refunded_redemption_is_refused_and_sends_nothing(
+        toggle, database_file) -> None:
+    """A card Toggle refused for a redemption leaves a failed order under the redemption's
+    reference, and the points were given back: issuing that card now would give the guest
+    both."""
+    store = runtime.prepare_store(database_file)
+    Redemptions(store).record("red-1", CONTACT, 1000, 1000, None, "card", "cli")
+    Redemptions(store).outbox.move("red-1", None, state="refunded", reason="Product gone")
+    Orders(store).record("red-1", 1000, None, None, None, "redemption")
+    Orders(store).outbox.fail("red-1", "Product gone")
+
+    result = run("replay", "red-1")
+    assert result.exit_code == 1
+    assert "red-1 is refunded" in result.output
+    assert toggle.calls == []
+    assert Orders(store).get("red-1").state == "failed"
+    assert Redemptions(store).get("red-1").state == "refunded"
 
 
 # -- the till and points → card (stand-in flows) ------------------------------------------

@@ -19,7 +19,8 @@ from celery import Celery
 from sqlalchemy import func, select
 
 from sims.guids import seeded_ids
-from sims.harness import BIN, CeleryProcess
+from sims.harness import BIN, CeleryProcess, Simulators
+from sims.relays import atreemo, contlo
 from tests.support.integration import Sim
 from worker.base.point_request import validate_request
 from worker.store.contacts import contact_balances
@@ -258,15 +259,27 @@ def doctor(env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]]]:
     return done.returncode, {check["name"]: check for check in json_of(done)}
 
 
+def relay_records(sims: Simulators) -> tuple[int, int]:
+    """How many events the Atreemo and Contlo simulators have accepted."""
+    return (httpx.get(f"{sims.atreemo}{atreemo.DELIVERIES}").json()["count"],
+            httpx.get(f"{sims.contlo}{contlo.EVENTS}").json()["count"])
+
+
 def test_doctor_passes_against_working_services(
     sim: Sim, worker_env: dict[str, str], store: Store
 ) -> None:
+    accepted = relay_records(sim.urls)
     code, checks = doctor(worker_env)
     assert code == 0
     for name in ("configuration", "redis", "database", "treazure", "engage"):
         assert checks[name]["status"] == "ok", checks[name]
     assert checks["workers"]["status"] == "warn"  # none runs in this test
     assert "token" in checks["treazure"]["detail"]
+    # Both relays are on (the simulators' env): each destination probed, nothing delivered.
+    for name in ("atreemo", "contlo", "relay backlog"):
+        assert checks[name]["status"] == "ok", checks[name]
+    assert "nothing was tracked" in checks["contlo"]["detail"]
+    assert relay_records(sim.urls) == accepted
 
 
 def test_doctor_names_what_is_wrong_and_how_to_fix_it(
@@ -275,8 +288,11 @@ def test_doctor_names_what_is_wrong_and_how_to_fix_it(
     wrong_key = "wrong-engage-key-5d1f"
     code, checks = doctor({**worker_env, "ENGAGE_API_KEY": wrong_key,
                            "TREAZURE_CLIENT_SECRET": "wrong-secret-9a7e",
+                           "CONTLO_API_KEY": "wrong-contlo-key-20c4",
                            "REDIS_URL": "redis://127.0.0.1:1/0"})
     assert code == 1
+    assert checks["contlo"]["status"] == "fail" and "CONTLO_API_KEY" in checks["contlo"]["fix"]
+    assert "wrong-contlo-key-20c4" not in json.dumps(checks)
     assert checks["engage"]["status"] == "fail" and "ENGAGE_API_KEY" in checks["engage"]["fix"]
     assert "401" in checks["engage"]["detail"]
     assert checks["treazure"]["status"] == "fail"
@@ -293,6 +309,14 @@ def test_doctor_names_what_is_wrong_and_how_to_fix_it(
     assert "TREAZURE_BASE_URL" in checks["configuration"]["detail"]
     assert checks["treazure"]["status"] == checks["engage"]["status"] == "skip"
     assert checks["redis"]["status"] == "ok"
+
+    # A relay set in part: named, and everything else is still checked.
+    partial = {k: v for k, v in worker_env.items() if k != "ATREEMO_WEBHOOK_SECRET"}
+    code, checks = doctor(partial)
+    assert code == 1
+    assert checks["configuration"]["status"] == checks["atreemo"]["status"] == "fail"
+    assert "ATREEMO_WEBHOOK_SECRET not set" in checks["atreemo"]["detail"]
+    assert checks["treazure"]["status"] == checks["contlo"]["status"] == "ok"
 
     old_schema = tmp_path / "empty.db"
     code, checks = doctor({**worker_env, "DATABASE_URL": f"sqlite:///{old_schema}"})

@@ -20,7 +20,8 @@ def doctor(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable results.")] = False,
 ) -> None:
     """Check the configuration, Redis, the database, Treazure (token), Engage (apikey),
-    the sync lag and the workers; say what is wrong and how to fix it. Exit 1 on a failure."""
+    Toggle, the relays' destinations (Atreemo, Contlo) and backlog, the sync lag and the
+    workers; say what is wrong and how to fix it. Exit 1 on a failure."""
     results = checks.run_all()
     if as_json:
         print(json.dumps(checks.as_dicts(results)))

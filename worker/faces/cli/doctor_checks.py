@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +20,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from worker.base.http import Rejected, RemoteError
 from worker.base.logs import Redactor
 from worker.base.settings import ConfigError, CoreSettings, Settings, WebSettings, load_settings
+from worker.faces.cli import doctor_relays
+from worker.faces.cli.doctor_result import FAIL, OK, SKIP, WARN, Check, as_dicts
 from worker.faces.cli.output import age_text
 from worker.faces.runtime import get_store
 from worker.store.engine import make_engine, utcnow
@@ -29,21 +30,10 @@ from worker.systems.engage.client import EngageClient
 from worker.systems.toggle.client import ToggleClient
 from worker.systems.treazure.client import TreazureClient
 
-OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
+__all__ = ["FAIL", "OK", "SKIP", "WARN", "Check", "as_dicts", "run_all"]
+
 NOBODY = "00000000-0000-0000-0000-000000000000"  # a contact id no tenant has
 TIMEOUT_SECONDS = 10.0
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # ok | warn | fail | skip
-    detail: str
-    fix: str = ""
-
-
-def as_dicts(checks: list[Check]) -> list[dict[str, str]]:
-    return [asdict(check) for check in checks]
 
 
 def load(cls: type[CoreSettings]) -> CoreSettings | ConfigError:
@@ -61,11 +51,20 @@ def check_configuration() -> tuple[list[Check], CoreSettings | None, Settings | 
     if isinstance(core, ConfigError):
         return [Check("configuration", FAIL, str(core), SET_IT)], None, None
     full = load(Settings)
-    if isinstance(full, ConfigError):
-        return [Check("configuration", FAIL, str(full), SET_IT)], core, None
     checks: list[Check] = []
+    if isinstance(full, ConfigError):
+        # A relay set only in part stops the worker, but says nothing of the rest: the
+        # other checks run with that relay off, and its destination's row names what lacks.
+        relays_off = doctor_relays.without_partial_relays(doctor_relays.partial_relays())
+        if relays_off is None:
+            return [Check("configuration", FAIL, str(full), SET_IT)], core, None
+        checks.append(Check("configuration", FAIL, str(full),
+                            f"set the relay's missing settings, or unset its others to leave "
+                            f"it off ({doctor_relays.DOCS})"))
+        full = relays_off
+    else:
+        checks.append(Check("configuration", OK, "every setting the worker needs is valid"))
     assert isinstance(full, Settings)
-    checks.append(Check("configuration", OK, "every setting the worker needs is valid"))
     web = load(WebSettings)
     if isinstance(web, ConfigError):
         checks.append(Check("web configuration", WARN, str(web),
@@ -239,12 +238,15 @@ def run_all() -> list[Check]:
     checks.append(check_redis(core) if core else Check("redis", SKIP, needs))
     checks.append(check_database(core) if core else Check("database", SKIP, needs))
     if full is None:
-        checks += [Check(name, SKIP, needs) for name in ("treazure", "engage", "sync lag")]
+        checks += [Check(name, SKIP, needs) for name in ("treazure", "engage", "sync lag",
+                                                         *doctor_relays.NAMES)]
     else:
         checks += asyncio.run(_remote_checks(full))
         database_ok = next(c for c in checks if c.name == "database").status == OK
-        checks.append(check_lag(full) if database_ok else Check("sync lag", SKIP,
-                                                                "the database is not usable"))
+        unusable = "the database is not usable"
+        checks.append(check_lag(full) if database_ok else Check("sync lag", SKIP, unusable))
+        checks.append(doctor_relays.check_backlog(full) if database_ok else
+                      Check("relay backlog", SKIP, unusable))
     redis_ok = next(c for c in checks if c.name == "redis").status in (OK, WARN)
     checks.append(check_workers(core) if core and redis_ok else
                   Check("workers", SKIP, "Redis is not usable"))
@@ -255,7 +257,10 @@ async def _remote_checks(settings: Settings) -> list[Check]:
     calls: list[Callable[[Settings], Awaitable[Check]]] = [check_treazure, check_engage]
     if settings.toggle_enabled:
         calls.append(check_toggle)
-    return list(await asyncio.gather(*(call(settings) for call in calls)))
+    services, relays = await asyncio.gather(
+        asyncio.gather(*(call(settings) for call in calls)),
+        doctor_relays.destination_checks(settings))
+    return [*services, *relays]
 
 
 def _quick(settings: Settings) -> Settings:

@@ -13,15 +13,21 @@ def sim(
     treazure_port: int = 8101,
     engage_port: int = 8102,
     toggle_port: int = 8103,
+    atreemo_port: Annotated[int, typer.Option(
+        help="Atreemo's ingestion endpoint: ATREEMO_WEBHOOK_URL is its URL plus "
+             "/ingest/toggle.")] = 8104,
+    contlo_port: Annotated[int, typer.Option(help="Contlo's API: CONTLO_BASE_URL.")] = 8105,
     seed_contacts: Annotated[int, typer.Option(help="Accounts to create at start.")] = 0,
     seed_changed: Annotated[int | None, typer.Option(help="How many changed lately.")] = None,
 ) -> None:
-    """Run the Treazure, Engage and Toggle simulators (demo, tests, benchmark)."""
+    """Run the Treazure, Engage and Toggle simulators and the relays' destinations, Atreemo
+    and Contlo (demo, tests, benchmark). Port 0: any free port."""
     # Local: this module is loaded by every `pointsync` command; the simulators' web stack
     # is loaded only by the command that runs them.
     from sims.server import run
 
-    run(host, treazure_port, engage_port, seed_contacts, seed_changed, toggle_port)
+    run(host, treazure_port, engage_port, seed_contacts, seed_changed, toggle_port,
+        atreemo_port, contlo_port)
 
 
 def demo(

@@ -1,4 +1,5 @@
-"""Runs both simulated APIs in one process and announces where they listen."""
+"""Runs the simulated APIs (Treazure, Engage, Toggle, Atreemo, Contlo) in one process, each
+on its own port, and announces where they listen."""
 
 import asyncio
 import json
@@ -34,7 +35,7 @@ def run(
     """Serve until SIGTERM or SIGINT. Port 0 lets the OS pick a free port.
 
     `config` holds SimConfig settings (client_id, api_key, engage_rate_limit, ...); they are
-    also what `/_sim/reset` goes back to. Once both ports listen (after seeding), prints one
+    also what `/_sim/reset` goes back to. Once every port listens (after seeding), prints one
     JSON line to stdout: {"treazure": "http://host:port", "engage": "http://host:port",
     "toggle": "http://host:port", "atreemo": …, "contlo": …} (Toggle's GraphQL endpoint is
     that URL plus /graphql; Atreemo's ingestion URL that URL plus /ingest/toggle).

@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from sims import senders
 from sims.harness import BIN
-from worker.base.settings import WebSettings
+from sims.relays import atreemo, contlo
+from tests.support.unit import BASE_ENV
+from worker.base.settings import Settings, WebSettings
 
 pytestmark = pytest.mark.integration  # starts processes
 
@@ -101,6 +104,66 @@ def test_compose_passes_only_settings_that_exist() -> None:
         assert set(SERVICES[name]["environment"]) <= known | extra, name
     web = SERVICES["web"]["environment"]
     assert web["WEB_HOST"] == "0.0.0.0" and {"WEBHOOK_SECRET", "WEB_API_KEY"} <= set(web)
+
+
+# Every relay setting (docs/relays.md): web receives the webhooks, the workers deliver.
+RELAY_SETTINGS = sorted(name for name in Settings.model_fields if name.startswith(
+    ("TOGGLE_WEBHOOK_", "ATREEMO_", "NECTOR_", "CONTLO_", "RELAY_")))
+
+
+def compose_settings(service: str, **variables: str) -> Settings:
+    """The settings a service gets from compose when .env holds `variables` (and valid
+    Treazure and Engage settings: placeholders would not parse)."""
+    given = {name: expanded(str(value)) for name, value in
+             SERVICES[service]["environment"].items() if name in Settings.model_fields}
+    return Settings(**{**given, **BASE_ENV, **variables})
+
+
+def demo_comment() -> dict[str, str]:
+    """The NAME=value pairs the comment above the `sim` service tells the operator to set."""
+    lines = (ROOT / "docker-compose.yml").read_text().splitlines()
+    at = lines.index("  sim:")
+    block = []
+    while lines[at - 1].startswith("  #"):
+        at -= 1
+        block.append(lines[at])
+    return dict(re.findall(r"\b([A-Z_]+)=(\S+)", "\n".join(block)))
+
+
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_compose_passes_every_relay_setting_to_web_and_the_workers() -> None:
+    assert len(RELAY_SETTINGS) == 11  # a new one is passed here too
+    for name in ("web", "worker", "history", "beat"):
+        assert set(RELAY_SETTINGS) <= set(SERVICES[name]["environment"]), name
+        # Left unset in .env, every relay is off and the settings still load.
+        settings = compose_settings(name)
+        assert not settings.toggle_relay_enabled and not settings.nector_relay_enabled
+        assert not settings.toggle_enabled
+
+
+def test_the_demo_comment_turns_both_relays_on_against_the_sim_service() -> None:
+    sim = SERVICES["sim"]["command"]
+    settings = compose_settings("web", **demo_comment())
+
+    assert settings.toggle_relay_enabled and settings.nector_relay_enabled
+    atreemo_url, contlo_url = settings.ATREEMO_WEBHOOK_URL, settings.CONTLO_BASE_URL
+    assert atreemo_url is not None and atreemo_url.host == contlo_url.host == "sim"
+    assert str(atreemo_url.port) == option(sim, "--atreemo-port")
+    assert atreemo_url.path == atreemo.PATH
+    assert str(contlo_url.port) == option(sim, "--contlo-port")
+    for port in (option(sim, "--atreemo-port"), option(sim, "--contlo-port")):
+        assert f"{port}:{port}" in SERVICES["sim"]["ports"]
+    # The simulators' own secret and key, and the source secrets the signed sender uses.
+    secret = settings.ATREEMO_WEBHOOK_SECRET
+    key = settings.CONTLO_API_KEY
+    assert secret is not None and secret.get_secret_value() == atreemo.SECRET
+    assert key is not None and key.get_secret_value() == contlo.API_KEY
+    for name, value in (("TOGGLE_WEBHOOK_SECRET", senders.TOGGLE_WEBHOOK_SECRET),
+                        ("NECTOR_WEBHOOK_SECRET", senders.NECTOR_WEBHOOK_SECRET)):
+        assert getattr(settings, name).get_secret_value() == value
 
 
 def test_procfile_and_compose_name_the_same_processes() -> None:

@@ -3,14 +3,19 @@ signatures, destinations that record what they were sent and fail as scripted.""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import update
 
+from sims.harness import WebProcess, free_port, start_web
+from sims.senders import sign_nector, sign_toggle, toggle_event
 from worker.base.http import Retryable
 from worker.base.signatures import hmac_sha256
 from worker.store.engine import utcnow
@@ -121,3 +126,93 @@ def age(relays: Relays, seconds: float) -> None:
     past = utcnow() - timedelta(seconds=seconds)
     with relays.engine.begin() as conn:
         conn.execute(update(relay_deliveries).values(created_at=past, updated_at=past))
+
+
+def expire_leases(relays: Relays) -> None:
+    """What a dead holder's lease running out does: every held delivery free to be claimed
+    again (the relay's lease is deliver.LEASE_SECONDS, 120 s, and no setting shortens it)."""
+    t = relay_deliveries.c
+    with relays.engine.begin() as conn:
+        conn.execute(update(relay_deliveries).where(t.lease_until.is_not(None))
+                     .values(lease_until=utcnow() - timedelta(seconds=1)))
+
+
+class RelaySims:
+    """The control API of the Atreemo and Contlo simulators (`python -m sims` as a process)."""
+
+    def __init__(self, atreemo_url: str, contlo_url: str) -> None:
+        self.urls = {"atreemo": atreemo_url, "contlo": contlo_url}
+        self.http = httpx.Client(timeout=30, trust_env=False)
+
+    def _post(self, destination: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        answer = self.http.post(f"{self.urls[destination]}/_sim/{path}", json=body or {})
+        answer.raise_for_status()
+        return answer.json()
+
+    def reset(self) -> None:
+        for destination in self.urls:
+            self._post(destination, "reset")
+
+    def fault(self, destination: str, **spec: Any) -> None:
+        """Queue a fault (kind, count, status, retry_after, body, seconds) for the next
+        requests to `destination`."""
+        self._post(destination, "faults", spec)
+
+    def configure(self, destination: str, **changes: Any) -> None:
+        self._post(destination, "config", changes)
+
+    def stats(self, destination: str) -> dict[str, Any]:
+        return dict(self.http.get(f"{self.urls[destination]}/_sim/stats").json())
+
+    def atreemo(self) -> list[dict[str, Any]]:
+        """What Atreemo accepted, in arrival order: id, type, event, raw, received_at."""
+        return list(self.http.get(f"{self.urls['atreemo']}/_sim/atreemo/deliveries")
+                    .json()["items"])
+
+    def atreemo_ids(self) -> list[int]:
+        return [int(item["id"]) for item in self.atreemo()]
+
+    def contlo(self) -> list[dict[str, Any]]:
+        """What Contlo accepted, in arrival order: event, email, phone_number, properties,
+        profile_properties."""
+        return list(self.http.get(f"{self.urls['contlo']}/_sim/contlo/events").json()["items"])
+
+
+# The web process's own required settings (the relays' come from the simulators' env()).
+WEB_SETTINGS = {"WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"relay-it" * 4).decode(),
+                "WEB_API_KEY": "relay-it-key"}
+
+
+def start_relay_web(env: dict[str, str], log: Path) -> WebProcess:
+    """`python -m worker.faces.web` (what `pointsync web` runs) with both relays on."""
+    return start_web({**env, **WEB_SETTINGS, "PORT": str(free_port())}, log)
+
+
+def card_event(kind: str, card: int, second: int) -> bytes:
+    """A Toggle event about card `card`, created `second` seconds into a fixed minute (so
+    the source's order is known), its id the sender's next."""
+    card_object = {"object": "card", "id": card, "card_reference": "630119••••6946",
+                   "balance": 1000, "contact": None,
+                   "currency": {"iso_currency_code": "GBP", "denomination": 100}}
+    data: dict[str, Any] = card_object
+    if kind == "card.balance_adjusted":
+        data = {"object": "balance_adjustment", "id": card * 100 + second, "value": -500,
+                "merchant_transaction_reference": f"m-{card}-{second}",
+                "unit_epos_reference": "u", "card": card_object}
+    return toggle_event(kind, data, created_at=f"2026-11-21T16:01:{second:02d}.000000Z")
+
+
+def event_id(body: bytes) -> int:
+    return int(json.loads(body)["id"])
+
+
+def post_toggle(web: WebProcess, body: bytes) -> httpx.Response:
+    """POST a signed Toggle event, waiting no longer than Toggle does (10 s)."""
+    return httpx.post(f"{web.url}/webhooks/toggle", content=body, headers=sign_toggle(body),
+                      timeout=10, trust_env=False)
+
+
+def post_nector(web: WebProcess, body: bytes, delivery_id: str) -> httpx.Response:
+    return httpx.post(f"{web.url}/webhooks/nector", content=body,
+                      headers=sign_nector(body, delivery_id=delivery_id), timeout=10,
+                      trust_env=False)

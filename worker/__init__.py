@@ -7,7 +7,16 @@ reads no settings.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
+
+# httpx's package imports its command-line tool whenever rich, pygments and click are
+# installed (typer brings them): about 3 MB in every process, each Celery pool child
+# included, for a tool no pointsync process runs. Marked as absent, httpx defines a stub
+# in its place (None in sys.modules makes an import fail with ImportError). No effect where
+# httpx was imported before this package.
+sys.modules.setdefault("httpx._main", cast(ModuleType, None))
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -106,15 +106,30 @@ def _require_full_settings(**_: Any) -> None:
         settings = get_settings()
     except ConfigError as exc:
         exit_on_config_error(exc)
-    from worker.faces.runtime import prepare_store
+    from worker.faces.runtime import prepare_schema_apart
 
-    prepare_store(settings.DATABASE_URL)
+    # In a child process: the worker and its pool children never hold Alembic.
+    prepare_schema_apart(settings.DATABASE_URL)
 
 
 def _after_fork(**_: Any) -> None:
     from worker.faces.runtime import reset_after_fork
 
     reset_after_fork()
+
+
+def _before_fork(**_: Any) -> None:
+    """Just before the worker forks a pool child: what is garbage goes now, and what is
+    left is frozen (gc.freeze), so the children's collections never write to the objects
+    they share with this process (each write would copy a page into the child); free
+    heap memory goes back to the system, so no child starts out holding it."""
+    import gc
+
+    from worker.base.memory import trim_heap
+
+    gc.collect()
+    gc.freeze()
+    trim_heap()
 
 
 def _quiet_http_logs(**_: Any) -> None:
@@ -179,5 +194,6 @@ signals.after_setup_task_logger.connect(_format_celery_logs, weak=False)
 signals.celeryd_init.connect(_early_worker_logs, weak=False)
 signals.worker_init.connect(_require_full_settings, weak=False)
 signals.beat_init.connect(_require_full_settings, weak=False)
+signals.worker_before_create_process.connect(_before_fork, weak=False)
 signals.worker_process_init.connect(_after_fork, weak=False)
 signals.before_task_publish.connect(mask_published_headers, weak=False)

@@ -1,0 +1,60 @@
+"""What keeps a worker's processes lean: the schema upgraded in a forked child (the worker
+never loads Alembic), httpx without its command-line tool. Each check runs in a fresh
+interpreter, since this test process has imported much already."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from worker.faces.runtime import SchemaUpgradeFailed, prepare_schema_apart
+
+pytestmark = pytest.mark.integration
+
+
+def _fresh(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    return done.stdout.strip()
+
+
+def test_the_schema_is_upgraded_in_a_child_and_alembic_never_loaded_here(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    loaded = _fresh(
+        "import sys\n"
+        "from worker.faces.runtime import prepare_schema_apart\n"
+        f"prepare_schema_apart({url!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n")
+    assert loaded == "[]"
+    tables = inspect(create_engine(url)).get_table_names()
+    assert {"alembic_version", "contact_balances", "sync_runs"} <= set(tables)
+
+
+def test_a_failed_upgrade_raises_here_with_the_childs_reason(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'no-such-directory' / 'x.db'}"
+    with pytest.raises(SchemaUpgradeFailed, match=r"OperationalError.*unable to open"):
+        prepare_schema_apart(url)
+
+
+def test_an_in_memory_database_is_upgraded_in_this_process() -> None:
+    from worker.faces import runtime
+
+    url = "sqlite://"
+    try:
+        prepare_schema_apart(url)
+        store = runtime.store_for(url)
+        assert "contact_balances" in inspect(store.engine).get_table_names()
+    finally:
+        runtime._stores.pop(url).engine.dispose()
+
+
+def test_httpx_comes_without_its_command_line_tool_after_worker() -> None:
+    loaded = _fresh("import sys, worker, httpx\n"
+                    "tops = {m.split('.')[0] for m in sys.modules}\n"
+                    "print(sorted(tops & {'rich', 'pygments'}))\n")
+    assert loaded == "[]"

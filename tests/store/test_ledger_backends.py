@@ -128,6 +128,45 @@ def test_claim_refuses_final_rows(ledger: Ledger) -> None:
     assert ledger.claim("applied", 120) is None
 
 
+def test_claim_due_takes_due_webhook_rows_at_once_and_never_a_held_one(ledger: Ledger) -> None:
+    for reference in ("w1", "w2", "w3", "later", "held", "ran-out", "booked"):
+        ledger.record(request(reference), "webhook")
+    recorded(ledger, "task-row")  # a task's row: its own message books it
+    set_row(ledger, "w1", created_at=LONG_AGO)  # the oldest comes first
+    set_row(ledger, "later", next_attempt_at=utcnow() + timedelta(hours=1))
+    claimed_lease(ledger, "held")
+    set_row(ledger, "ran-out", lease_until=LONG_AGO)  # its holder is gone
+    ledger.booked("booked", 500, 1)
+
+    first = ledger.claim_due("webhook", 120, 2)
+    rest = ledger.claim_due("webhook", 120, 10)
+
+    assert len(first) == 2 and first[0].reference == "w1"
+    assert {r.reference for r in first} | {r.reference for r in rest} == {
+        "w1", "w2", "w3", "ran-out"}
+    assert not {r.reference for r in first} & {r.reference for r in rest}
+    assert all(r.lease_until is not None and r.lease_until > utcnow() for r in first + rest)
+    assert ledger.claim_due("webhook", 120, 10) == []  # each is held now
+    assert ledger.claim("w2", 120) is None
+
+
+def test_renew_sending_counts_the_attempt_and_checks_the_lease(ledger: Ledger) -> None:
+    recorded(ledger, "t1")
+    lease = claimed_lease(ledger, "t1")
+
+    renewed = ledger.renew_sending("t1", lease, 300)
+
+    row = current(ledger, "t1")
+    assert row.uncertain and row.attempts == 1 and row.first_sent_at is not None
+    assert row.lease_until == renewed and renewed > lease
+    first_sent = row.first_sent_at
+    ledger.renew_sending("t1", renewed, 300)
+    assert current(ledger, "t1").first_sent_at == first_sent  # the first send's time stays
+    with pytest.raises(LeaseLost):
+        ledger.renew_sending("t1", lease, 300)  # an old lease
+    assert current(ledger, "t1").attempts == 2
+
+
 def test_a_move_with_a_lease_that_is_no_longer_the_rows_raises_lease_lost(
     ledger: Ledger,
 ) -> None:

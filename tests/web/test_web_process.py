@@ -33,6 +33,7 @@ from tests.support.web import (
 from worker.base.settings import WebSettings
 from worker.faces.web.app import main
 from worker.faces.web.queueing import celery_enqueue
+from worker.flows.points.batch import BOOK_TURN
 from worker.store.database import Store
 from worker.store.ledger import Ledger
 
@@ -80,20 +81,26 @@ async def test_no_secret_in_any_answer_or_log(
         assert secret not in caplog.text
 
 
-def test_celery_enqueue_puts_the_task_on_the_broker(
+def test_celery_enqueue_puts_one_booking_task_on_the_broker_per_turn(
     make_settings: Callable[..., WebSettings], broker: redis.Redis
 ) -> None:
-    kwargs = {"contact_id": CONTACT, "amount": "12.50", "description": "Review bonus",
-              "reference": "evt_1"}
-    celery_enqueue(make_settings())(kwargs)
+    enqueue = celery_enqueue(make_settings())
+    for reference in ("evt_1", "evt_2"):  # recorded before the queued task ran
+        enqueue({"contact_id": CONTACT, "amount": "12.50", "description": "Review bonus",
+                 "reference": reference})
 
     messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
-    assert len(messages) == 1
-    assert messages[0]["headers"]["task"] == "pointsync.add_points"
+    assert len(messages) == 1  # one task books both rows
+    assert messages[0]["headers"]["task"] == "pointsync.book_received"
     args, sent, _ = json.loads(base64.b64decode(messages[0]["body"]))
-    assert (args, sent) == ([], kwargs)
+    assert (args, sent) == ([], {})  # the task reads the ledger, not its message
     # No result channel was subscribed by the sender (it has no result backend).
     assert broker.pubsub_channels() == []
+
+    broker.delete(BOOK_TURN)  # as the task does before it reads the ledger
+    enqueue({"contact_id": CONTACT, "amount": "1", "description": "later",
+             "reference": "evt_3"})
+    assert broker.llen("celery") == 2  # a row recorded after that queues the next task
 
 
 async def test_real_send_with_broker_down_answers_202_promptly(

@@ -15,16 +15,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, String, Table, Text, func, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.sql.base import Executable
 
 from worker.base.point_request import PointRequest
 from worker.store.contacts import save_sent_balances
 from worker.store.database import Store
 from worker.store.engine import metadata, utcnow
-from worker.store.outbox import LeaseLost, Outbox, outbox_columns
+from worker.store.outbox import LeaseLost, Outbox, outbox_columns, utc_row
 
 __all__ = ["OPEN_STATES", "LeaseLost", "Ledger", "LedgerRow", "ledger_state_totals",
            "point_transactions"]
@@ -100,6 +113,60 @@ def _row(data: dict[str, Any]) -> LedgerRow:
     return LedgerRow(**data)
 
 
+# -- plain SQL for the hot statements -------------------------------------------------------
+# A webhook's record, the batch claim, the send and the booking run once per transaction:
+# written once as SQL with typed parameters, they skip building, hashing and compiling an
+# expression on every call. Times and booleans are bound through the columns' own types,
+# so each dialect stores and compares them as the expression statements do.
+
+_STAMP = DateTime(timezone=True)
+_ALL = ", ".join(c.name for c in point_transactions.c)
+
+
+def _sql(statement: str, *, returning: bool = False, **types: Any) -> Executable:
+    bound = text(statement).bindparams(
+        *(bindparam(name, type_=kind) for name, kind in types.items()))
+    # RETURNING rows are read as the table's columns (SQLite hands times back as text).
+    return bound.columns(*point_transactions.c) if returning else bound
+
+
+_RECORD = _sql(
+    "INSERT INTO point_transactions (reference, contact_id, amount_cents, description, "
+    "source, state, attempts, uncertain, created_at, updated_at) VALUES (:reference, "
+    ":contact_id, :amount_cents, :description, :source, 'received', 0, :no, :now, :now) "
+    f"ON CONFLICT (reference) DO NOTHING RETURNING {_ALL}",
+    returning=True, no=Boolean(), now=_STAMP)
+_GET = _sql(f"SELECT {_ALL} FROM point_transactions WHERE reference = :reference",
+            returning=True)
+# Taken together: received webhook rows nobody holds whose next attempt is due; the outer
+# condition repeats the inner one, so a row another claimer took meanwhile is left alone.
+_DUE_RECEIVED = ("state = 'received' AND (lease_until IS NULL OR lease_until < :now) "
+                 "AND (next_attempt_at IS NULL OR next_attempt_at <= :now)")
+# The keys are chosen once (a CTE, materialized: PostgreSQL would otherwise run a
+# SKIP LOCKED subquery again per row and take more than the limit); on PostgreSQL rows
+# another claimer is updating are skipped, not waited for.
+_CLAIM_DUE = (
+    "WITH due AS MATERIALIZED (SELECT reference FROM point_transactions WHERE "
+    f"{_DUE_RECEIVED} AND source = :source ORDER BY created_at LIMIT :limit{{lock}}) "
+    "UPDATE point_transactions SET lease_until = :until, next_attempt_at = NULL "
+    f"WHERE reference IN (SELECT reference FROM due) AND {_DUE_RECEIVED} RETURNING {_ALL}")
+_CLAIM_DUE_TYPES = {"now": _STAMP, "until": _STAMP}
+_CLAIM_DUE_SQLITE = _sql(_CLAIM_DUE.format(lock=""), returning=True, **_CLAIM_DUE_TYPES)
+_CLAIM_DUE_PG = _sql(_CLAIM_DUE.format(lock=" FOR UPDATE SKIP LOCKED"), returning=True,
+                     **_CLAIM_DUE_TYPES)
+_SENDING = _sql(
+    "UPDATE point_transactions SET attempts = attempts + 1, uncertain = :yes, "
+    "first_sent_at = COALESCE(first_sent_at, :now), lease_until = :until, updated_at = :now "
+    "WHERE reference = :reference AND lease_until = :lease",
+    yes=Boolean(), now=_STAMP, until=_STAMP, lease=_STAMP)
+_BOOKED = _sql(
+    "UPDATE point_transactions SET state = 'booked', uncertain = :no, reason = NULL, "
+    "balance_cents = :balance_cents, balance_mutated_us = :mutated_us, booked_at = :now, "
+    "next_attempt_at = NULL, lease_until = NULL, updated_at = :now "
+    "WHERE reference = :reference AND lease_until = :lease",
+    no=Boolean(), now=_STAMP, lease=_STAMP)
+
+
 class Ledger:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -114,13 +181,15 @@ class Ledger:
 
         An existing row is returned as it is: the same reference books nothing new.
         """
-        now = utcnow()
-        return self.outbox.insert_once({
-            "reference": request.reference, "contact_id": request.contact_id,
-            "amount_cents": request.amount_cents, "description": request.description,
-            "source": source, "state": "received", "attempts": 0, "uncertain": False,
-            "created_at": now, "updated_at": now,
-        })
+        with self.engine.begin() as conn:
+            created = conn.execute(_RECORD, {
+                "reference": request.reference, "contact_id": request.contact_id,
+                "amount_cents": request.amount_cents, "description": request.description,
+                "source": source, "no": False, "now": utcnow(),
+            }).mappings().first()
+        if created is not None:
+            return _row(utc_row(created)), True
+        return self.row(request.reference), False
 
     def record_invalid(
         self, reference: str, contact_id: Any, description: Any, source: str, reason: str
@@ -136,12 +205,14 @@ class Ledger:
         })
 
     def get(self, reference: str) -> LedgerRow | None:
-        return self.outbox.get(reference)
+        with self.engine.connect() as conn:
+            found = conn.execute(_GET, {"reference": reference}).mappings().first()
+        return None if found is None else _row(utc_row(found))
 
     def row(self, reference: str) -> LedgerRow:
         """The row of a reference the caller recorded or claimed (rows are never deleted
         while open)."""
-        found = self.outbox.get(reference)
+        found = self.get(reference)
         if found is None:
             raise LookupError(f"no transaction {reference!r} is recorded")
         return found
@@ -152,10 +223,34 @@ class Ledger:
         """Take the row's lease if it is open and nobody holds it; None otherwise."""
         return self.outbox.claim(reference, lease_seconds)
 
+    def claim_due(self, source: str, lease_seconds: float, limit: int) -> list[LedgerRow]:
+        """Take the lease of up to `limit` received rows of `source` that nobody holds and
+        whose next attempt is due (or was never planned), oldest first, in one statement."""
+        now = utcnow()
+        claim = _CLAIM_DUE_PG if self.engine.dialect.name == "postgresql" else _CLAIM_DUE_SQLITE
+        with self.engine.begin() as conn:
+            taken = conn.execute(claim, {
+                "now": now, "until": now + timedelta(seconds=lease_seconds),
+                "source": source, "limit": limit}).mappings().all()
+        return sorted((_row(utc_row(r)) for r in taken), key=lambda r: r.created_at)
+
     def renew(self, reference: str, lease: datetime, lease_seconds: float) -> datetime:
         """Extend the holder's lease to `lease_seconds` from now; returns the new
         lease_until (every later move must give it), or LeaseLost."""
         return self.outbox.renew(reference, lease, lease_seconds)
+
+    def renew_sending(self, reference: str, lease: datetime, lease_seconds: float) -> datetime:
+        """`renew` and `sending` in one statement, just before a request leaves: the lease
+        is a full one again, and the row is uncertain with its attempt counted."""
+        now = utcnow()
+        until = now + timedelta(seconds=lease_seconds)
+        with self.engine.begin() as conn:
+            changed = conn.execute(_SENDING, {
+                "yes": True, "now": now, "until": until, "reference": reference,
+                "lease": lease}).rowcount
+        if changed != 1:
+            raise LeaseLost(f"transaction {reference}: lease ran out; another worker may hold it")
+        return until
 
     # Each move below takes the holder's `lease` (the row's lease_until as claimed): with
     # it, the move happens only while that lease is still the row's, else LeaseLost.
@@ -182,6 +277,15 @@ class Ledger:
         self, reference: str, balance_cents: int | None, mutated_us: int | None,
         lease: datetime | None = None,
     ) -> None:
+        if lease is not None:  # the holder's move, every booking's: plain SQL
+            with self.engine.begin() as conn:
+                changed = conn.execute(_BOOKED, {
+                    "no": False, "balance_cents": balance_cents, "mutated_us": mutated_us,
+                    "now": utcnow(), "reference": reference, "lease": lease}).rowcount
+            if changed != 1:
+                raise LeaseLost(
+                    f"transaction {reference}: lease ran out; another worker may hold it")
+            return
         self.outbox.move(reference, lease, state="booked", uncertain=False, reason=None,
                          balance_cents=balance_cents, balance_mutated_us=mutated_us,
                          booked_at=utcnow(), next_attempt_at=None, lease_until=None)

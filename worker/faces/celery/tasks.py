@@ -11,7 +11,7 @@ from worker.faces.celery.app import app
 from worker.faces.runtime import get_store, remote, run_with_parts
 from worker.flows import history
 from worker.flows.parts import Parts
-from worker.flows.points import booking, drain, record, sweep
+from worker.flows.points import batch, booking, drain, record, sweep
 from worker.flows.sync.run import run_sync
 from worker.store.ledger import LedgerRow
 
@@ -91,6 +91,30 @@ def add_points(
                     "reference": request.reference, "source": source},
             countdown=outcome.retry_in, **NO_RESULT)
     return outcome.as_dict()
+
+
+@app.task(name="pointsync.book_received", track_started=False, ignore_result=True)
+def book_received() -> dict[str, Any]:
+    """Book the received webhook rows that are due, many at once (queued by the web
+    process, one turn at a time: see flows/points/batch.py), then start the drain."""
+
+    async def work(parts: Parts) -> batch.BatchOutcome:
+        outcome = await batch.book_received(parts)
+        await start_drain_if_booked(parts, "booked" if outcome.settled else None)
+        return outcome
+
+    outcome = run_with_parts(work)
+    if outcome.full:  # more may wait: the next round at once
+        book_received.apply_async()
+    elif outcome.retry_in is not None and outcome.retry_in <= record.REQUEUE_MAX_SECONDS:
+        # A row let go for a short pause: a round when it is due; should this message be
+        # lost, the sweep finds the row due.
+        book_received.apply_async(countdown=outcome.retry_in + REQUEUE_MARGIN_SECONDS)
+    return outcome.as_dict()
+
+
+# A round queued for a row's retry runs this much after it is due, never before.
+REQUEUE_MARGIN_SECONDS = 0.05
 
 
 # Sent at traffic's pace and read by nobody (the ledger and the history store hold the

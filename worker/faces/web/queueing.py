@@ -1,4 +1,4 @@
-"""Queueing the task that books a recorded webhook row, and remembering when that failed.
+"""Queueing the task that books recorded webhook rows, and remembering when that failed.
 
 The row is committed before anything is queued, so a failed send loses nothing: the
 resender (resend.py) queues it once Redis answers again, the sweep as a last resort.
@@ -7,16 +7,19 @@ resender (resend.py) queues it once Redis answers again, the sweep as a last res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 from aiohttp import web
 
 from worker.base.point_request import PointRequest
 from worker.base.settings import WebSettings
 from worker.faces.web.context import SETTINGS, blocking, short_error
+from worker.flows.points.batch import BOOK_TURN, BOOK_TURN_TTL_MS
 from worker.store.engine import utcnow
 
 log = logging.getLogger("pointsync.web")
@@ -26,6 +29,8 @@ Enqueue = Callable[[dict[str, str]], object]
 ENQUEUE: web.AppKey[Enqueue] = web.AppKey("enqueue")
 SOURCE = "webhook"  # the ledger's source of the rows the webhook records
 RECORDED_MARGIN = timedelta(seconds=60)
+# Seconds the turn mark's SET may take: with Redis down the webhook still answers promptly.
+TURN_TIMEOUT = 2.0
 
 
 class Unsent:
@@ -98,5 +103,29 @@ def task_sender(settings: WebSettings, task: str) -> Callable[[dict[str, Any]], 
 
 
 def celery_enqueue(settings: WebSettings) -> Enqueue:
-    """Queue `pointsync.add_points` for a recorded transaction."""
-    return task_sender(settings, "pointsync.add_points")
+    """Make sure a `pointsync.book_received` task is queued for a recorded transaction.
+
+    One task books every row recorded by the time it runs (flows/points/batch.py): the
+    first row to find no turn mark in Redis takes it and queues the task; the rows after
+    it, until that task starts, find the mark and need no message of their own. The row's
+    arguments are not sent: the task reads the ledger.
+    """
+    send = task_sender(settings, "pointsync.book_received")
+    clients: list[redis.Redis] = []
+
+    def enqueue(kwargs: dict[str, str]) -> object:
+        if not clients:
+            clients.append(redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=TURN_TIMEOUT,
+                socket_connect_timeout=TURN_TIMEOUT))
+        turns = clients[0]
+        if not turns.set(BOOK_TURN, "1", nx=True, px=BOOK_TURN_TTL_MS):
+            return None  # a task is queued and has not read the ledger yet
+        try:
+            return send({})
+        except Exception:  # not queued: the next row (or the resender) takes the turn
+            with contextlib.suppress(Exception):
+                turns.delete(BOOK_TURN)
+            raise
+
+    return enqueue

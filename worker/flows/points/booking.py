@@ -58,6 +58,16 @@ async def process(parts: Parts, reference: str) -> Outcome:
         if current is None:
             raise InvalidArgument(f"reference: no transaction {reference!r} is recorded")
         return Outcome.of(current, duplicate=current.final, in_progress=not current.final)
+    retry_in = await work_claimed(parts, ledger, row)
+    # A booked row's balance goes to Engage with the next drain (see take_push_turn).
+    return Outcome.of(ledger.row(reference), retry_in=retry_in)
+
+
+async def work_claimed(parts: Parts, ledger: Ledger, row: LedgerRow) -> float | None:
+    """Book a row whose lease this worker just took, and let go of it; returns the seconds
+    until the row is due again when it was let go unfinished (None: booked or failed, or
+    the lease was lost to another worker)."""
+    reference = row.reference
     assert row.lease_until is not None
     lease = Lease(reference, row.lease_until, parts.settings.POINTS_LEASE_SECONDS)
     retry_in: float | None = None
@@ -76,8 +86,7 @@ async def process(parts: Parts, reference: str) -> Outcome:
             with contextlib.suppress(LeaseLost):
                 ledger.release(reference, retry_in, lease.until)
                 released = True
-    # A booked row's balance goes to Engage with the next drain (see take_push_turn).
-    return Outcome.of(ledger.row(reference), retry_in=retry_in if released else None)
+    return retry_in if released else None
 
 
 @dataclass(frozen=True)
@@ -142,10 +151,10 @@ async def _book_once(
         return None
     # Never send on an old lease: renewed just now, it is ours for a full lease, and the
     # keeper cuts the request short before the lease could run out unrenewed, so no
-    # request of ours is still out when a second worker may take the row.
-    lease.renew(ledger)
+    # request of ours is still out when a second worker may take the row. The renewal
+    # and the mark that the request may be booked are one statement.
     assert row.amount_cents is not None and row.description is not None
-    ledger.sending(ref, lease.until)
+    lease.renew(ledger, sending=True)
     try:
         balance = await treazure.book_points(
             row.contact_id, row.amount_cents, row.description, ref)

@@ -29,11 +29,15 @@ class Lease:
         self.reference, self.until, self.seconds = reference, until, seconds
         self._deadline: asyncio.Timeout | None = None  # set while `kept` guards the work
 
-    def renew(self, ledger: Ledger) -> None:
+    def renew(self, ledger: Ledger, *, sending: bool = False) -> None:
         """Extend the lease to a full one from now (and the work's deadline), or LeaseLost
-        (and the guarded work is cancelled at once)."""
+        (and the guarded work is cancelled at once). `sending`: the row is also marked
+        uncertain, its attempt counted, as a request is about to leave."""
         try:
-            self.until = ledger.renew(self.reference, self.until, self.seconds)
+            if sending:
+                self.until = ledger.renew_sending(self.reference, self.until, self.seconds)
+            else:
+                self.until = ledger.renew(self.reference, self.until, self.seconds)
         except LeaseLost:
             self._cut(at_once=True)
             raise

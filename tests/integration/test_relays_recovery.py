@@ -14,7 +14,6 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from celery import Celery
@@ -25,16 +24,20 @@ from tests.support.integration import only_pool_child, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.relays import (
     RelaySims,
+    about_card,
+    accepted,
     age,
+    all_final,
     card_event,
+    delivery,
     event_id,
     expire_leases,
     post_nector,
-    post_toggle,
     start_relay_web,
+    toggle_key,
 )
 from worker.store.database import Store
-from worker.store.relays import DeliveryRow, Relays
+from worker.store.relays import Relays
 
 pytestmark = pytest.mark.integration  # starts processes
 
@@ -60,40 +63,16 @@ def web(worker_env: dict[str, str], store: Store, tmp_path: Path) -> Iterator[We
     process.stop(timeout=5)
 
 
-def row(store: Store, key: str) -> DeliveryRow:
-    found = Relays(store).get(key)
-    assert found is not None, key
-    return found
-
-
-def key(body: bytes) -> str:
-    return f"toggle:{event_id(body)}:atreemo"
-
-
-def all_final(store: Store, keys: list[str]) -> Callable[[], bool]:
-    return lambda: all((found := Relays(store).get(k)) is not None and found.final
-                       for k in keys)
-
-
 def recorded(web: WebProcess, *bodies: bytes) -> None:
     for body in bodies:
-        answer = post_toggle(web, body)
-        assert answer.status_code == 200 and answer.json()["duplicate"] is False, answer.text
-
-
-def ids_about(relay_sims: RelaySims, card: int) -> list[int]:
-    """The ids Atreemo accepted about `card`, in arrival order."""
-    def card_of(event: dict[str, Any]) -> Any:
-        obj = event["data"]["object"]
-        return obj["id"] if obj["object"] == "card" else obj["card"]["id"]
-    return [int(item["id"]) for item in relay_sims.atreemo() if card_of(item["event"]) == card]
+        assert accepted(web, body)["duplicate"] is False
 
 
 def held_send_killed(relay_sims: RelaySims, store: Store, head: bytes) -> None:
     """After the kill: Atreemo applies the held request; the row stays uncertain, leased."""
     wait_for(lambda: relay_sims.atreemo_ids().count(event_id(head)) == 1, 30,
              "Atreemo finishing the request the dead worker sent")
-    orphan = row(store, key(head))
+    orphan = delivery(store, toggle_key(head))
     assert (orphan.state, orphan.uncertain, orphan.attempts) == ("received", True, 1)
     assert orphan.lease_until is not None
 
@@ -114,14 +93,14 @@ def test_a_pool_child_killed_mid_delivery_its_event_is_resent_once_counted_ambig
 
     expire_leases(Relays(store))
     client.send_task("pointsync.sweep_relays")
-    wait_for(all_final(store, [key(b) for b in (first, second, third)]), 60,
+    wait_for(all_final(store, [toggle_key(b) for b in (first, second, third)]), 60,
              "the card's events delivered after the kill")
     # The killed send and its resend, then the rest once each, in the card's order.
     assert relay_sims.atreemo_ids() == [event_id(b) for b in (first, first, second, third)]
-    resent = row(store, key(first))
+    resent = delivery(store, toggle_key(first))
     assert (resent.state, resent.attempts, resent.ambiguous) == ("delivered", 2, 1)
-    for body in (second, third):
-        assert (row(store, key(body)).state, row(store, key(body)).ambiguous) == ("delivered", 0)
+    later = [delivery(store, toggle_key(b)) for b in (second, third)]
+    assert [(r.state, r.attempts, r.ambiguous) for r in later] == [("delivered", 1, 0)] * 2
 
 
 def test_a_worker_killed_mid_delivery_a_new_worker_and_beats_sweep_finish_in_order(
@@ -137,7 +116,7 @@ def test_a_worker_killed_mid_delivery_a_new_worker_and_beats_sweep_finish_in_ord
              "the slow card's first request held by Atreemo")
     recorded(web, *slow[1:], *other)
     # A held subject holds up no other: the second process delivers the other card.
-    wait_for(lambda: ids_about(relay_sims, 7302) == [event_id(b) for b in other], 30,
+    wait_for(lambda: about_card(relay_sims.atreemo(), 7302) == [event_id(b) for b in other], 30,
              "the other card delivered while the first is held")
     worker.kill()  # the whole worker: its message stays unacknowledged for an hour
     start_worker(concurrency=2)
@@ -145,14 +124,14 @@ def test_a_worker_killed_mid_delivery_a_new_worker_and_beats_sweep_finish_in_ord
     held_send_killed(relay_sims, store, slow[0])  # still leased: nobody may take it yet
 
     expire_leases(Relays(store))
-    wait_for(all_final(store, [key(b) for b in slow]), 60,
+    wait_for(all_final(store, [toggle_key(b) for b in slow]), 60,
              "the held card's events delivered by the new worker")
-    assert ids_about(relay_sims, 7301) == [event_id(b) for b in (slow[0], *slow)]
-    assert ids_about(relay_sims, 7302) == [event_id(b) for b in other]
+    assert about_card(relay_sims.atreemo(), 7301) == [event_id(b) for b in (slow[0], *slow)]
+    assert about_card(relay_sims.atreemo(), 7302) == [event_id(b) for b in other]
     assert len(relay_sims.atreemo()) == 6
-    resent = row(store, key(slow[0]))
+    resent = delivery(store, toggle_key(slow[0]))
     assert (resent.state, resent.attempts, resent.ambiguous) == ("delivered", 2, 1)
-    assert [row(store, key(b)).ambiguous for b in (*slow[1:], *other)] == [0, 0, 0, 0]
+    assert [delivery(store, toggle_key(b)).ambiguous for b in (*slow[1:], *other)] == [0, 0, 0, 0]
 
 
 @pytest.fixture
@@ -181,8 +160,8 @@ def test_events_received_while_redis_is_down_are_delivered_in_order_by_the_sweep
             answer = post_nector(web, body, f"d-outage-{n}")
             assert answer.status_code == 200, answer.text
         relays = Relays(store)
-        keys = [key(b) for b in cards] + ["nector:d-outage-1:contlo", "nector:d-outage-2:contlo"]
-        assert [row(store, k).state for k in keys] == ["received"] * 5
+        keys = [*map(toggle_key, cards), "nector:d-outage-1:contlo", "nector:d-outage-2:contlo"]
+        assert [delivery(store, k).state for k in keys] == ["received"] * 5
         wait_for(lambda: web.log.read_text().count("the sweep delivers it") == 5, 60,
                  "the web process giving up queueing each event")
 
@@ -192,7 +171,7 @@ def test_events_received_while_redis_is_down_are_delivered_in_order_by_the_sweep
         # none would take a fresh row.
         after = card_event("card.balance_adjusted", 7402, 1)
         recorded(web, after)
-        wait_for(lambda: row(store, key(after)).final, 60, "the web queueing again")
+        wait_for(lambda: delivery(store, toggle_key(after)).final, 60, "the web queueing again")
         assert relay_sims.atreemo_ids() == [event_id(after)]
 
         age(relays, 61)  # untouched past the sweep's 60 s: their tasks were lost
@@ -204,6 +183,6 @@ def test_events_received_while_redis_is_down_are_delivered_in_order_by_the_sweep
         wait_for(all_final(store, keys), 60, "the events recorded in the outage delivered")
         assert relay_sims.atreemo_ids() == [event_id(b) for b in (after, *cards)]
         assert [e["properties"]["wallet_coin_amount"] for e in relay_sims.contlo()] == [10, 20]
-        assert {row(store, k).state for k in keys} == {"delivered"}
+        assert {delivery(store, k).state for k in keys} == {"delivered"}
     finally:
         web.stop(timeout=5)

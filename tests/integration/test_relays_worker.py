@@ -11,7 +11,6 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,14 +20,18 @@ from sims.senders import nector_event
 from tests.support.integration import wait_for
 from tests.support.relays import (
     RelaySims,
+    about_card,
+    accepted,
+    all_final,
     card_event,
+    delivery,
     event_id,
     post_nector,
-    post_toggle,
     start_relay_web,
+    toggle_key,
 )
 from worker.store.database import Store
-from worker.store.relays import DeliveryRow, Relays
+from worker.store.relays import DeliveryRow
 from worker.systems.contlo.mapping import NO_CONTACT
 
 pytestmark = pytest.mark.integration  # starts processes
@@ -51,34 +54,6 @@ def web(worker_env: dict[str, str], store: Store, tmp_path: Path) -> Iterator[We
     process.stop(timeout=5)
 
 
-def row(store: Store, key: str) -> DeliveryRow:
-    found = Relays(store).get(key)
-    assert found is not None, key
-    return found
-
-
-def toggle_key(body: bytes) -> str:
-    return f"toggle:{event_id(body)}:atreemo"
-
-
-def settled(store: Store, key: str) -> Callable[[], bool]:
-    return lambda: (found := Relays(store).get(key)) is not None and found.final
-
-
-def accepted(web: WebProcess, body: bytes) -> dict[str, Any]:
-    answer = post_toggle(web, body)
-    assert answer.status_code == 200, answer.text
-    return dict(answer.json())
-
-
-def by_card(items: list[dict[str, Any]], card: int) -> list[int]:
-    """The ids Atreemo got about `card`, in arrival order."""
-    def card_of(event: dict[str, Any]) -> Any:
-        obj = event["data"]["object"]
-        return obj["id"] if obj["object"] == "card" else obj["card"]["id"]
-    return [int(item["id"]) for item in items if card_of(item["event"]) == card]
-
-
 def test_toggle_events_out_of_order_reach_atreemo_in_order_per_card_byte_for_byte(
     relay_sims: RelaySims, web: WebProcess, start_worker: Callable[..., CeleryProcess],
     store: Store,
@@ -95,12 +70,12 @@ def test_toggle_events_out_of_order_reach_atreemo_in_order_per_card_byte_for_byt
     for body in (a4, b3, a2, b1, a3, a1, b2):
         assert accepted(web, body)["duplicate"] is False
     start_worker()
-    wait_for(lambda: all(settled(store, toggle_key(b))() for b in (a1, a2, a3, a4, b1, b2, b3)),
-             60, "every Toggle event settled")
+    wait_for(all_final(store, map(toggle_key, (a1, a2, a3, a4, b1, b2, b3))), 60,
+             "every Toggle event settled")
 
     items = relay_sims.atreemo()
-    assert by_card(items, CARD_A) == [event_id(b) for b in (a1, a2, a4)]
-    assert by_card(items, CARD_B) == [event_id(b) for b in (b1, b2, b3)]
+    assert about_card(items, CARD_A) == [event_id(b) for b in (a1, a2, a4)]
+    assert about_card(items, CARD_B) == [event_id(b) for b in (b1, b2, b3)]
     sent = {event_id(b): b for b in (a1, a2, a4, b1, b2, b3)}
     for item in items:  # Toggle's envelope as Toggle sent it, not re-serialised
         assert item["raw"].encode() == sent[item["id"]]
@@ -108,11 +83,11 @@ def test_toggle_events_out_of_order_reach_atreemo_in_order_per_card_byte_for_byt
     # Each accepted only after its Toggle-Signature checked out with Atreemo's own secret.
     assert (stats["requests"], stats["unauthorized"], stats["accepted"]) == (6, 0, 6)
 
-    email = row(store, toggle_key(a3))
+    email = delivery(store, toggle_key(a3))
     assert (email.state, email.attempts) == ("filtered", 0)
     assert "ATREEMO_SENDS_EMAILS" in (email.reason or "")
     for body in (a1, a2, a4, b1, b2, b3):
-        delivered = row(store, toggle_key(body))
+        delivered = delivery(store, toggle_key(body))
         assert (delivered.state, delivered.attempts, delivered.ambiguous) == ("delivered", 1, 0)
 
     # Toggle repeats an event: 200, nothing recorded, nothing sent. The card's next event,
@@ -122,7 +97,7 @@ def test_toggle_events_out_of_order_reach_atreemo_in_order_per_card_byte_for_byt
     a5 = card_event("card.balance_adjusted", CARD_A, 8)
     assert accepted(web, a5)["duplicate"] is False
     wait_for(lambda: len(relay_sims.atreemo()) == 7, 30, "the card's next event delivered")
-    assert by_card(relay_sims.atreemo(), CARD_A) == [event_id(b) for b in (a1, a2, a4, a5)]
+    assert about_card(relay_sims.atreemo(), CARD_A) == [event_id(b) for b in (a1, a2, a4, a5)]
 
 
 def test_nector_events_reach_contlo_mapped_and_one_without_contact_fails_uncalled(
@@ -144,7 +119,7 @@ def test_nector_events_reach_contlo_mapped_and_one_without_contact_fails_uncalle
     for delivery_id, body in deliveries.items():
         answer = post_nector(web, body, delivery_id)
         assert answer.status_code == 200, answer.text
-    wait_for(lambda: all(settled(store, f"nector:{d}:contlo")() for d in deliveries), 60,
+    wait_for(all_final(store, (f"nector:{d}:contlo" for d in deliveries)), 60,
              "every Nector event settled")
 
     profile = {"name": "Asha Rao", "tier": "Gold", "referral_code": "ASHA10",
@@ -160,7 +135,7 @@ def test_nector_events_reach_contlo_mapped_and_one_without_contact_fails_uncalle
         {"event": "Coins Expiring", "email": None, "phone_number": "+919800000077",
          "properties": own[2], "profile_properties": profile},
     ]
-    failed = row(store, "nector:d-nobody:contlo")
+    failed = delivery(store, "nector:d-nobody:contlo")
     assert (failed.state, failed.reason, failed.attempts) == ("failed", NO_CONTACT, 0)
     assert relay_sims.stats("contlo")["requests"] == 3  # no call for the customer without one
 
@@ -175,8 +150,8 @@ def test_faults_over_http_retried_refused_or_counted_ambiguous_as_each_deserves(
     relay_sims.fault("atreemo", kind="status", status=503)
     unavailable = card_event("card.balance_adjusted", 7101, 1)
     accepted(web, unavailable)
-    wait_for(settled(store, toggle_key(unavailable)), 30, "the 503'd event delivered")
-    first = row(store, toggle_key(unavailable))
+    wait_for(all_final(store, [toggle_key(unavailable)]), 30, "the 503'd event delivered")
+    first = delivery(store, toggle_key(unavailable))
     assert (first.state, first.attempts, first.ambiguous) == ("delivered", 2, 0)
     assert relay_sims.atreemo_ids() == [event_id(unavailable)]
 
@@ -187,7 +162,7 @@ def test_faults_over_http_retried_refused_or_counted_ambiguous_as_each_deserves(
     planned: list[DeliveryRow] = []
 
     def retry_planned() -> bool:
-        found = row(store, toggle_key(throttled))
+        found = delivery(store, toggle_key(throttled))
         if found.next_attempt_at is not None and "429" in (found.reason or ""):
             planned.append(found)
         return bool(planned) or found.final
@@ -197,11 +172,11 @@ def test_faults_over_http_retried_refused_or_counted_ambiguous_as_each_deserves(
     due = planned[0].next_attempt_at
     assert due is not None
     assert (due - planned[0].updated_at).total_seconds() == pytest.approx(2, abs=0.05)
-    wait_for(settled(store, toggle_key(throttled)), 30, "the throttled event delivered")
+    wait_for(all_final(store, [toggle_key(throttled)]), 30, "the throttled event delivered")
     arrived = relay_sims.atreemo()[-1]
     assert arrived["id"] == event_id(throttled)
     assert arrived["received_at"] >= due.timestamp()
-    assert row(store, toggle_key(throttled)).state == "delivered"
+    assert delivery(store, toggle_key(throttled)).state == "delivered"
 
     # A refusal (422): failed at once with Atreemo's reason; the card's later event goes on.
     relay_sims.fault("atreemo", kind="status", status=422, body="text")
@@ -209,12 +184,12 @@ def test_faults_over_http_retried_refused_or_counted_ambiguous_as_each_deserves(
     later = card_event("card.balance_adjusted", 7103, 2)
     accepted(web, refused)
     accepted(web, later)
-    wait_for(lambda: settled(store, toggle_key(refused))()
-             and settled(store, toggle_key(later))(), 30, "the refused card's events settled")
-    failed = row(store, toggle_key(refused))
+    wait_for(all_final(store, [toggle_key(refused), toggle_key(later)]), 30,
+             "the refused card's events settled")
+    failed = delivery(store, toggle_key(refused))
     assert (failed.state, failed.reason, failed.attempts) == (
         "failed", "HTTP 422: 422 Unprocessable Entity", 1)
-    assert row(store, toggle_key(later)).state == "delivered"
+    assert delivery(store, toggle_key(later)).state == "delivered"
     assert relay_sims.atreemo_ids()[-1] == event_id(later)
 
     # Applied, then the connection dropped: Atreemo got it, we cannot know: sent again,
@@ -222,8 +197,8 @@ def test_faults_over_http_retried_refused_or_counted_ambiguous_as_each_deserves(
     relay_sims.fault("atreemo", kind="drop_after_apply")
     dropped = card_event("card.balance_adjusted", 7104, 1)
     accepted(web, dropped)
-    wait_for(settled(store, toggle_key(dropped)), 30, "the dropped event delivered")
-    lost = row(store, toggle_key(dropped))
+    wait_for(all_final(store, [toggle_key(dropped)]), 30, "the dropped event delivered")
+    lost = delivery(store, toggle_key(dropped))
     assert (lost.state, lost.attempts, lost.ambiguous) == ("delivered", 2, 1)
     assert relay_sims.atreemo_ids() == [event_id(b) for b in (
         unavailable, throttled, later, dropped, dropped)]

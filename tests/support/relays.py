@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,9 @@ from sims.harness import WebProcess, free_port, start_web
 from sims.senders import sign_nector, sign_toggle, toggle_event
 from worker.base.http import Retryable
 from worker.base.signatures import hmac_sha256
+from worker.store.database import Store
 from worker.store.engine import utcnow
-from worker.store.relays import Relays, relay_deliveries
+from worker.store.relays import DeliveryRow, Relays, relay_deliveries
 
 TOGGLE_SECRET = "toggle-whsec-7f3a91"
 NECTOR_SECRET = "nector-secret-19bd02"
@@ -216,3 +217,37 @@ def post_nector(web: WebProcess, body: bytes, delivery_id: str) -> httpx.Respons
     return httpx.post(f"{web.url}/webhooks/nector", content=body,
                       headers=sign_nector(body, delivery_id=delivery_id), timeout=10,
                       trust_env=False)
+
+
+def toggle_key(body: bytes) -> str:
+    """The Atreemo delivery of a Toggle event body."""
+    return f"toggle:{event_id(body)}:atreemo"
+
+
+def delivery(store: Store, key: str) -> DeliveryRow:
+    found = Relays(store).get(key)
+    assert found is not None, key
+    return found
+
+
+def all_final(store: Store, keys: Iterable[str]) -> Callable[[], bool]:
+    """For wait_for: every one of these deliveries delivered, filtered or failed."""
+    keys = list(keys)
+    return lambda: all((found := Relays(store).get(k)) is not None and found.final
+                       for k in keys)
+
+
+def accepted(web: WebProcess, body: bytes) -> dict[str, Any]:
+    """POST a Toggle event that must be answered 200; its answer."""
+    answer = post_toggle(web, body)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def about_card(items: list[dict[str, Any]], card: int) -> list[int]:
+    """The ids of what Atreemo accepted about `card` (card_event's shapes), in arrival
+    order."""
+    def card_of(event: dict[str, Any]) -> Any:
+        obj = event["data"]["object"]
+        return obj["id"] if obj["object"] == "card" else obj["card"]["id"]
+    return [int(item["id"]) for item in items if card_of(item["event"]) == card]

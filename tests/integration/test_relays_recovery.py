@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration  # starts processes
 # (the simulator finishes a request whose caller has gone, as a real server may); longer
 # where another card's delivery is awaited before the kill.
 HELD_SECONDS = 4
-HELD_LONGER_SECONDS = 6
+HELD_LONGER_SECONDS = 8
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import respx
 from tests.support.flows import TREAZURE, FakeRemotes, Parts
 from worker.base.point_request import validate_request
 from worker.flows.parts import Parts as FlowParts
-from worker.flows.points.batch import BOOK_TURN, book_received
+from worker.flows.points.batch import BOOK_TURN, book_received, take_book_turn
 from worker.store.engine import utcnow
 from worker.store.ledger import Ledger
 from worker.store.pushguard import PushGuard
@@ -132,6 +132,8 @@ async def test_a_round_takes_at_most_its_limit_and_says_more_may_wait(
         recorded(flow, f"evt_{k}", CONTACTS[k])
 
     first = await book_received(flow, limit=2)
+    # The task queues the next round only with the turn (a row may have queued one).
+    assert await take_book_turn(flow.redis) and not await take_book_turn(flow.redis)
     second = await book_received(flow, limit=2)
 
     assert (first.taken, first.full) == (2, True)

@@ -98,13 +98,14 @@ def book_received() -> dict[str, Any]:
     """Book the received webhook rows that are due, many at once (queued by the web
     process, one turn at a time: see flows/points/batch.py), then start the drain."""
 
-    async def work(parts: Parts) -> batch.BatchOutcome:
+    async def work(parts: Parts) -> tuple[batch.BatchOutcome, bool]:
         outcome = await batch.book_received(parts)
         await start_drain_if_booked(parts, "booked" if outcome.settled else None)
-        return outcome
+        # More may wait: a round at once, unless a row recorded meanwhile queued one.
+        return outcome, outcome.full and await batch.take_book_turn(parts.redis)
 
-    outcome = run_with_parts(work)
-    if outcome.full:  # more may wait: the next round at once
+    outcome, again = run_with_parts(work)
+    if again:
         book_received.apply_async()
     elif outcome.retry_in is not None and outcome.retry_in <= record.REQUEUE_MAX_SECONDS:
         # A row let go for a short pause: a round when it is due; should this message be

@@ -50,6 +50,12 @@ class BatchOutcome:
         return {"taken": self.taken, "settled": self.settled, "retry_in": self.retry_in}
 
 
+async def take_book_turn(redis: Any) -> bool:
+    """Whether the caller should queue a round now: true for one caller until a round
+    starts (the web process takes it the same way for each recorded row)."""
+    return bool(await redis.set(BOOK_TURN, "1", nx=True, px=BOOK_TURN_TTL_MS))
+
+
 async def end_book_turn(redis: Any) -> None:
     """Called before the ledger is read: a row recorded later takes a new turn."""
     try:

@@ -5,14 +5,19 @@ and beat; sends one `pointsync.sync_balances` through the broker, waits for it, 
 summary, checks that Engage now equals Treazure for every changed contact; then books three
 point transactions (one sent twice, one refused for insufficient balance), shows them from
 the ledger; issues a gift card, turns points into one and redeems at a site through
-the Toggle simulator (demo_giftcards.py), and stops everything it started.
+the Toggle simulator (demo_giftcards.py); starts the web process and relays a handful of
+signed Toggle and Nector webhooks to the Atreemo and Contlo simulators (demo_relays.py);
+and stops everything it started.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -21,8 +26,16 @@ from celery import Celery
 from rich.console import Console
 
 from sims.demo_giftcards import gift_cards
+from sims.demo_relays import relays, start_relay_web
 from sims.guids import seeded_ids
-from sims.harness import CeleryProcess, ensure_redis, start_celery, start_simulators, stop
+from sims.harness import (
+    CeleryProcess,
+    WebProcess,
+    ensure_redis,
+    start_celery,
+    start_simulators,
+    stop,
+)
 from worker.faces.cli.ledger_rows import points_table
 from worker.faces.cli.runs import run_summary
 from worker.faces.runtime import prepare_store
@@ -45,6 +58,8 @@ def run_demo(contacts: int, timeout: float = 900) -> int:
         sims = start_simulators(seed_contacts=contacts)
         processes: list[CeleryProcess] = []
         client = Celery("demo", broker=redis_url, backend=redis_url)
+        starter = ThreadPoolExecutor(1, thread_name_prefix="demo-web")
+        web: Future[WebProcess] | None = None
         try:
             database_url = f"sqlite:///{root / 'pointsync.db'}"
             env = {**sims.env(), "REDIS_URL": redis_url, "DATABASE_URL": database_url}
@@ -65,17 +80,42 @@ def run_demo(contacts: int, timeout: float = 900) -> int:
             )
             for row in check.get("mismatches", [])[:5]:
                 console.print(f"  {row}")
+            if sims.atreemo and sims.contlo:
+                # The relays' web process starts while the transactions and gift cards,
+                # which mostly wait, are under way: little of its start-up adds to the time.
+                web = starter.submit(start_relay_web, env, root)
             ok = _point_transactions(client, store, sims.engage, timeout) and ok
             if sims.toggle:  # gift cards through Toggle (sims/demo_giftcards.py)
                 ok = gift_cards(console, client, sims, timeout) and ok
+            if web is not None:  # event relays (sims/demo_relays.py)
+                ok = relays(console, sims, env, root, web.result()).ok and ok
             console.print(f"demo finished in {time.monotonic() - started:.1f} s "
                           f"(logs in {root})")
             return 0 if ok else 1
         finally:
             client.close()
-            for process in reversed(processes):
-                process.stop()
+            _stop_all(processes, web)
+            starter.shutdown()
             stop(sims.proc)
+
+
+def _stop_all(processes: list[CeleryProcess], web: Future[WebProcess] | None) -> None:
+    """The web process shuts down while the worker and beat do (each takes seconds)."""
+    started = None
+    if web is not None:
+        try:
+            started = web.result()  # still starting: wait, so it is not left running
+        except Exception:  # it did not start (start_web stopped what it began)
+            started = None
+    if started is not None and started.proc.poll() is None:
+        started.proc.send_signal(signal.SIGTERM)
+    for process in reversed(processes):
+        process.stop()
+    if started is not None:
+        try:
+            started.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            started.kill()
 
 
 

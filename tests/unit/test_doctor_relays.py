@@ -192,6 +192,12 @@ def test_backlog_is_ok_while_events_are_fresh(relays: Relays) -> None:
     assert "nector → contlo: 1 waiting" in check.detail
 
 
+def test_backlog_says_when_nothing_waits(relays: Relays) -> None:
+    check = doctor_relays.check_backlog(get_settings())
+    assert check.status == doctor_checks.OK
+    assert check.detail == "nector → contlo: nothing waiting; toggle → atreemo: nothing waiting"
+
+
 def test_backlog_warns_once_an_event_has_waited_over_the_alerts_hour(relays: Relays) -> None:
     receive_both(relays)
     age(relays, doctor_relays.BEHIND_SECONDS + 120)

@@ -188,8 +188,9 @@ def check_backlog(settings: Settings) -> Check:
     parts, behind = [], []
     for route in routes:
         oldest = route["oldest_undelivered_seconds"]
-        waiting = f"{route['received']} waiting" + (
-            f", the oldest {age_text(oldest)}" if oldest is not None else "")
+        waiting = "nothing waiting" if not route["received"] else \
+            f"{route['received']} waiting" + (
+                f", the oldest {age_text(oldest)}" if oldest is not None else "")
         failed = f", {route['failed']} failed" if route["failed"] else ""
         parts.append(f"{route['source']} → {route['destination']}: {waiting}{failed}")
         if oldest is not None and oldest > BEHIND_SECONDS:

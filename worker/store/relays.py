@@ -136,6 +136,8 @@ _IN_ORDER = (select(relay_deliveries)
 _HEAD = _IN_ORDER.where(_d.state.in_(RELAY_OPEN)).limit(1)
 _EVENT = select(relay_events).where(_e.source == bindparam("source"),
                                     _e.event_id == bindparam("event_id"))
+_SUBJECT = select(_e.subject).where(_e.source == bindparam("source"),
+                                    _e.event_id == bindparam("event_id"))
 
 
 class Relays:
@@ -165,16 +167,23 @@ class Relays:
         with self.engine.begin() as conn:
             created = conn.execute(insert_event.returning(relay_events.c.event_id)).first()
             if created is not None:
+                stored_subject = event["subject"]
                 for destination in destinations:
                     conn.execute(relay_deliveries.insert().values(
                         key=delivery_key(source, event_id, destination), state=RECEIVED,
                         attempts=0, uncertain=False, created_at=now, updated_at=now,
                         source=source, event_id=event_id, destination=destination,
-                        topic=topic, subject=event["subject"],
+                        topic=topic, subject=stored_subject,
                         source_created_at=source_created_at, sequence=sequence_of(event_id),
                         ambiguous=0))
+            else:  # a repeat: its deliveries carry the subject recorded the first time
+                stored_subject = conn.execute(_SUBJECT, {"source": source,
+                                                         "event_id": event_id}).scalar_one()
+        # By subject too, so the read goes through the subject's index: by source and event
+        # id alone it walks every delivery of the source, slower as the table grows.
         t = relay_deliveries.c
-        rows = self.outbox.rows(t.source == source, t.event_id == event_id, order_by=t.key)
+        rows = self.outbox.rows(t.source == source, t.subject == stored_subject,
+                                t.event_id == event_id, order_by=t.key)
         return rows, created is not None
 
     def event(self, source: str, event_id: str) -> EventRow | None:

@@ -3,9 +3,10 @@ Nector webhooks (one arriving before an earlier event of its card, one sent twic
 email-trigger event, one Nector customer with neither email nor phone), then where each
 delivery ended and what the Atreemo and Contlo simulators received, in order, and a check.
 
-Atreemo answers its first request 503: the card's later event, which arrived first, is
-retried, and the earlier one, arriving meanwhile, goes out before it (the subject's order is
-the source's creation order, not the arrival order).
+Atreemo answers its first request 429 with `Retry-After: 3`: the card's later event, which
+arrived first, waits 3 s (long enough on a busy machine), and the earlier one, arriving
+meanwhile, goes out before it (the subject's order is the source's creation order, not the
+arrival order).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from worker.faces.runtime import prepare_store
 from worker.store.relays import DeliveryRow, Relays, delivery_key
 
 CARD, ORDER = 7001, 9101
+RETRY_AFTER = "3"  # seconds Atreemo's simulator asks the first delivery to wait
 # The web process's own two settings (the relays' come from the simulators' env()).
 WEB_SETTINGS = {"WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"pointsync-demo-web!!" * 2)
                 .decode(), "WEB_API_KEY": "demo-web-key"}
@@ -102,9 +104,10 @@ def _run(http: httpx.Client, web: WebProcess, sims: Any, env: dict[str, str],
          timeout: float) -> RelayDemo:
     for url in (sims.atreemo, sims.contlo):
         http.post(f"{url}/_sim/reset").raise_for_status()
-    # Atreemo's first answer is a 503: the first delivery (the card's later event) is retried.
-    http.post(f"{sims.atreemo}/_sim/faults",
-              json={"kind": "status", "status": 503, "count": 1}).raise_for_status()
+    # Atreemo's first answer is a 429: the first delivery (the card's later event) waits.
+    http.post(f"{sims.atreemo}/_sim/faults", json={
+        "kind": "status", "status": 429, "retry_after": RETRY_AFTER, "count": 1,
+    }).raise_for_status()
     base = datetime.now(UTC) - timedelta(seconds=30)
     sent: list[Sent] = []
 
@@ -130,9 +133,10 @@ def _run(http: httpx.Client, web: WebProcess, sims: Any, env: dict[str, str],
         return event
 
     toggle("card, later", "card.balance_adjusted", _adjustment(2, -500, 1500), 2,
-           "sent first; Atreemo answered 503, retried after the earlier one")
+           f"sent first; Atreemo answered 429 (Retry-After {RETRY_AFTER} s), so it went "
+           "after the earlier one")
     # The earlier event is sent once Atreemo has refused the later one: it overtakes it.
-    _wait(lambda: _answers(http, sims.atreemo).get("503", 0) >= 1, 30)
+    _wait(lambda: _answers(http, sims.atreemo).get("429", 0) >= 1, 30)
     toggle("card, earlier", "card.balance_adjusted", _adjustment(1, -500, 2000), 1,
            "sent second, created first: delivered first")
     toggle("order", "order.created", _order(), 3, "sent twice: the repeat recorded nothing",

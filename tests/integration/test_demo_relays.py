@@ -30,8 +30,8 @@ def test_the_demo_relays_each_event_and_shows_where_it_ended(
         "card, later": "delivered", "card, earlier": "delivered", "order": "delivered",
         "receipt email": "filtered", "coins": "delivered", "coupon": "delivered",
         "no contact": "failed"}
-    # The card's later event arrived first and was refused once (503): it went out after
-    # the earlier one, in the order Toggle created them.
+    # The card's later event arrived first and was refused once (429, Retry-After 3 s): it
+    # went out after the earlier one, in the order Toggle created them.
     assert by["card, later"].row is not None and by["card, later"].row.attempts == 2
     card = [str(item["id"]) for item in demo.atreemo if item["type"] != "order.created"]
     assert card == [by["card, earlier"].event_id, by["card, later"].event_id]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -11,6 +12,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 
 from worker.base import telemetry
+from worker.base.memory import trim_heap
 from worker.base.ratelimit import SharedRateLimiter
 from worker.base.settings import CoreSettings, Settings, get_core_settings, get_settings
 from worker.flows.parts import Parts
@@ -79,6 +81,18 @@ def prepare_schema_apart(url: str) -> None:
     if status != 0:
         raise SchemaUpgradeFailed(
             f"the schema upgrade failed ({reason or f'wait status {status}'})")
+
+
+def release_memory() -> None:
+    """Hand back what a long task left behind: the pooled database connections are closed
+    (each SQLite connection keeps up to its cache_size of pages), garbage collected, free
+    heap returned to the system. The next task opens a connection again. A single-
+    connection store (SQLite in memory) keeps its connection: it holds the data."""
+    for store in _stores.values():
+        if not store.single_connection:
+            store.engine.dispose()
+    gc.collect()
+    trim_heap()
 
 
 def reset_after_fork() -> None:

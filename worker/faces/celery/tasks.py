@@ -98,13 +98,20 @@ def book_received() -> dict[str, Any]:
     """Book the received webhook rows that are due, many at once (queued by the web
     process, one turn at a time: see flows/points/batch.py), then start the drain."""
 
-    async def work(parts: Parts) -> tuple[batch.BatchOutcome, bool]:
+    async def work(parts: Parts) -> tuple[batch.BatchOutcome, bool, float | None]:
         outcome = await batch.book_received(parts)
-        await start_drain_if_booked(parts, "booked" if outcome.settled else None)
+        drain_again: float | None = None
+        # The round's balances go to Engage from this task when it takes the push turn: a
+        # queued drain would wait behind the rounds queued meanwhile.
+        if outcome.settled and await drain.take_push_turn(parts.redis):
+            _, drain_again = await drain_turn(parts, ROUND_DRAIN_SECONDS)
         # More may wait: a round at once, unless a row recorded meanwhile queued one.
-        return outcome, outcome.full and await batch.take_book_turn(parts.redis)
+        return (outcome, outcome.full and await batch.take_book_turn(parts.redis),
+                drain_again)
 
-    outcome, again = run_with_parts(work)
+    outcome, again, drain_again = run_with_parts(work)
+    if drain_again is not None:
+        push_points.apply_async(countdown=max(drain_again, PUSH_GATHER_SECONDS))
     if again:
         book_received.apply_async()
     elif outcome.retry_in is not None and outcome.retry_in <= record.REQUEUE_MAX_SECONDS:
@@ -116,6 +123,9 @@ def book_received() -> dict[str, Any]:
 
 # A round queued for a row's retry runs this much after it is due, never before.
 REQUEUE_MARGIN_SECONDS = 0.05
+# A round's own drain stops looking for more booked rows after this: rows booked meanwhile
+# by another round are drained at that round's end (or by the drain queued for them).
+ROUND_DRAIN_SECONDS = 1.0
 
 
 # Sent at traffic's pace and read by nobody (the ledger and the history store hold the
@@ -134,18 +144,22 @@ async def start_drain_if_booked(parts: Parts, points_state: str | None) -> None:
 def push_points() -> dict[str, Any]:
     """Set the new balances of booked transactions in Engage, many per request."""
 
-    async def work(parts: Parts) -> tuple[int, float | None]:
-        applied = await drain.drain(parts)
-        await drain.end_push_turn(parts.redis)
-        wait = drain.seconds_until_due(parts.store)
-        if wait is not None and not await drain.take_push_turn(parts.redis):
-            wait = None  # a booking scheduled the next drain already
-        return applied, wait
-
-    applied, again_in = run_with_parts(work)
+    applied, again_in = run_with_parts(drain_turn)
     if again_in is not None:
         push_points.apply_async(countdown=max(again_in, PUSH_GATHER_SECONDS))
     return {"applied": applied, "next_in_seconds": again_in}
+
+
+async def drain_turn(parts: Parts, budget_seconds: float = 30.0) -> tuple[int, float | None]:
+    """A drain by the holder of the push turn: push, end the turn, then take it again if
+    booked rows remain; (rows applied, seconds until the next drain is due, or None when
+    nothing waits or a booking took the turn)."""
+    applied = await drain.drain(parts, budget_seconds)
+    await drain.end_push_turn(parts.redis)
+    wait = drain.seconds_until_due(parts.store)
+    if wait is not None and not await drain.take_push_turn(parts.redis):
+        wait = None  # a booking scheduled the next drain already
+    return applied, wait
 
 
 @app.task(name="pointsync.sweep_points", **NO_RESULT)

@@ -65,6 +65,7 @@ from sims.senders import nector_event, sign_nector, sign_toggle, toggle_event, t
 OUTPUT = RESULTS / "relays.json"
 FILTERED_EVERY = 10  # every tenth card's last event is an email trigger (filtered)
 EMAIL_TRIGGER = "card.expiry_reminder"
+DEFAULT_QUEUE = "celery"  # the worker's queue (worker/faces/celery/app.py), a Redis list
 POLL = 0.25  # seconds between looks at the simulator's counter (its stamps carry the timing)
 SETTLE_TIMEOUT = 60.0  # seconds past the bound before a delivery counts as missing
 
@@ -76,6 +77,7 @@ class Stack:
     beat: CeleryProcess
     web: WebProcess
     database: Path
+    redis: redis.Redis
     atreemo: httpx.AsyncClient  # the Atreemo simulator (its /_sim/ control API)
 
 
@@ -123,9 +125,21 @@ def running_stack(args: argparse.Namespace, redis_url: str, work: Path) -> Itera
         web = start_web({**env, "PORT": str(free_port()), "WEBHOOK_SECRET": secret,
                          "WEB_API_KEY": "bench-key"}, work / "web.log")
         cleanup.callback(web.stop)
-        yield Stack(sims, worker, beat, web, database,
+        yield Stack(sims, worker, beat, web, database, redis.Redis.from_url(redis_url),
                     httpx.AsyncClient(base_url=sims.atreemo, timeout=60,
                                       trust_env=False))
+
+
+async def worker_idle(stack: Stack, timeout: float = SETTLE_TIMEOUT) -> float:
+    """Waits until the worker's queue is empty and no task is unacknowledged: a burst leaves
+    tasks queued for subjects whose events an earlier task delivered already, which would
+    otherwise delay the next part. Returns the seconds waited."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if not stack.redis.llen(DEFAULT_QUEUE) and not stack.redis.hlen("unacked"):
+            break
+        await asyncio.sleep(POLL)
+    return round(time.monotonic() - began, 2)
 
 
 async def reset_atreemo(stack: Stack, rate_limit: int) -> None:
@@ -478,6 +492,8 @@ async def run_all(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=30, limits=limits, trust_env=False) as client:
         for name, part in parts:
             if name not in args.skip:
+                result.setdefault("waited_for_idle_worker_seconds", {})[name] = \
+                    await worker_idle(stack)
                 result[name] = await part(stack, args, client)
     await stack.atreemo.aclose()
     return result
@@ -531,8 +547,12 @@ def print_result(result: dict[str, Any]) -> None:
         rows.append((f"receiver, {source}", f"{r['accepted_per_second']:,.1f}/s",
                      f"{r['accepted']:,} accepted of {r['sent']:,} in {r['seconds']:.1f} s; "
                      f"answer p50 {_ms(r['p50_seconds'])}, p95 {_ms(r['p95_seconds'])}"))
+    waited = result.get("waited_for_idle_worker_seconds", {})
+    rows.append(("waits for an idle worker", ", ".join(f"{v:g} s" for v in waited.values()),
+                 "before " + ", ".join(waited) + " (tasks left queued by the part before)"))
     rows.append(("CPU calibration", f"{result['cpu_calibration_seconds']:.2f} s",
-                 "fixed workload; lower is a faster machine"))
+                 f"fixed workload; lower is a faster machine (after: "
+                 f"{result.get('cpu_calibration_after_seconds', 0):.2f} s)"))
     width = max(len(r[0]) for r in rows)
     print(f"\nrelays ({platform.node()}, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, worker "
           f"concurrency {result['concurrency']}, ATREEMO_RATE_LIMIT {result['rate_limit']})")

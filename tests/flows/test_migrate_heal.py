@@ -129,11 +129,16 @@ async def test_a_migration_writes_nothing_for_balances_it_skips(
     # Resuming a large copy is reading and comparing, not rewriting a row per contact.
     assert {s.seen_run_id for s in parts.store.contact_states([A, B]).values()} == {
         first.run_id}
-    # A sync still records the contacts it read (the history refresh pages through them).
+    # A sync records the contacts whose balance moved (the history refresh pages through
+    # them): not one read exactly as Engage was sent, nor one older than that.
+    remotes.pages = []
+    remotes.add_page((A, 10, T1), (B, 25, T1), (C, 30, T1))
     synced = await run_sync(parts.settings, parts.store, parts.redis, parts.treazure,
                             parts.engage, since=EPOCH, until="2027-01-01T00:00:00Z")
-    assert {s.seen_run_id for s in parts.store.contact_states([A, B]).values()} == {
-        synced.run_id}
+    assert (synced.counts.unchanged, synced.counts.pushed) == (1, 2)
+    seen = {cid: s.seen_run_id for cid, s in parts.store.contact_states([A, B, C]).items()}
+    assert seen == {A: first.run_id, B: synced.run_id, C: synced.run_id}
+    assert parts.store.contacts_seen_in_run(synced.run_id) == [B, C]
 
 
 # -- heal under the run lock, stamped with Treazure's time -------------------------------

@@ -34,8 +34,10 @@ class WatchedGuard(PushGuard):
         super().__init__(*args, **kwargs)
         self.met_busy = asyncio.Event()
 
-    async def claim_for_sync(self, rows: Sequence[tuple[str, int]]) -> Claim:
-        return self._watch(await super().claim_for_sync(rows))
+    async def claim_columns_for_sync(
+        self, contacts: Sequence[str], times: Sequence[int]
+    ) -> Claim:  # claim_for_sync calls it too
+        return self._watch(await super().claim_columns_for_sync(contacts, times))
 
     async def claim_for_points(
         self, contacts: Sequence[str], token: str | None = None

@@ -135,6 +135,38 @@ async def test_balance_equal_to_last_sent_is_not_sent_again(parts: Parts,
     assert (summary.counts.unchanged, summary.counts.pushed) == (1, 1)
 
 
+async def test_an_unchanged_rerun_writes_no_row_and_marks_only_what_moved(
+    parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading a balance exactly as Engage was sent writes nothing to the store, and leaves
+    the contact out of the run's history refresh: nothing happened to it since."""
+    remotes.add_page((A, 10, T1), (B, 20, T1), (C, 30, T1))
+    first = await sync(parts)
+    saved: list[tuple[object, ...]] = []
+    save = parts.store.save_contact_states
+
+    def spy(states, rejections=()):  # type: ignore[no-untyped-def]
+        states = list(states)
+        saved.extend(states)
+        save(states, rejections)
+
+    monkeypatch.setattr(parts.store, "save_contact_states", spy)
+    again = await sync(parts)
+    assert (again.counts.unchanged, again.counts.pushed, again.counts.unique_contacts) == \
+        (3, 0, 3)
+    assert saved == []
+    assert parts.store.contacts_seen_in_run(again.run_id) == []
+    # Same balance at a newer time (points earned and spent): recorded, refreshed, not sent.
+    remotes.pages = []
+    remotes.add_page((A, 10, T2), (B, 20, T1), (C, 31, T2))
+    remotes.pushes.clear()
+    third = await sync(parts)
+    assert remotes.pushed_contacts() == [C]
+    assert (third.counts.unchanged, third.counts.pushed) == (2, 1)
+    assert parts.store.contacts_seen_in_run(third.run_id) == [A, C]
+    assert parts.store.contact_states([B])[B].seen_run_id == first.run_id
+
+
 async def test_same_balance_newer_time_raises_the_guard(parts: Parts,
                                                         remotes: FakeRemotes) -> None:
     """A=10@T1 sent; then A=10@T3 (unchanged) and A=5@T2 (older than T3) must not be sent."""

@@ -3,6 +3,7 @@ refused (sync_rejections)."""
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -32,7 +33,9 @@ contact_balances = Table(
     Column("contact_id", String(36), primary_key=True),
     Column("sent_cents", BigInteger),
     Column("sent_mutated_us", BigInteger),  # Treazure's mutatedAt, µs since the epoch
-    Column("seen_run_id", Integer),  # last sync run that read this contact
+    # The last sync run that found this contact's balance moved: pushed, refused, or the
+    # same balance at a newer time (the history refresh pages through them).
+    Column("seen_run_id", Integer),
     sqlite_with_rowid=False,
 )
 
@@ -51,7 +54,7 @@ sync_rejections = Table(
 
 
 class ContactState(NamedTuple):
-    """What Engage was last sent for a contact, and the last sync run that read it.
+    """What Engage was last sent for a contact, and the last sync run that moved it.
 
     Shaped like a row of contact_balances, so rows pass to and from the driver as they are.
     """
@@ -60,6 +63,11 @@ class ContactState(NamedTuple):
     sent_cents: int | None
     sent_mutated_us: int | None
     seen_run_id: int | None
+
+
+# Builds a ContactState from a row in C (the named tuple's own _make is a Python call).
+_state = functools.partial(tuple.__new__, ContactState)
+_contact_of = operator.itemgetter(0)
 
 
 class ContactQueries:
@@ -83,8 +91,10 @@ class ContactQueries:
             f"FROM contact_balances WHERE contact_id IN ({marks})"
         )
         with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(query, tuple(contact_ids)).all()
-        return {row[0]: ContactState._make(row) for row in rows}
+            # The driver's own cursor: plain tuples, without a Row object per contact.
+            cursor = conn.exec_driver_sql(query, tuple(contact_ids)).cursor
+            rows = cursor.fetchall()
+        return dict(zip(map(_contact_of, rows), map(_state, rows), strict=True))
 
     def save_contact_states(
         self,
@@ -106,7 +116,9 @@ class ContactQueries:
                 conn.execute(insert(sync_rejections), rejection_rows)
 
     def contacts_seen_in_run(self, run_id: int, after: str = "", limit: int = 1000) -> list[str]:
-        """Contacts a sync run read, in key order after `after` (keyset pages)."""
+        """Contacts whose balance moved in a sync run (pushed, refused, or the same balance
+        at a newer time), in key order after `after` (keyset pages). A contact the run read
+        exactly as Engage was last sent is not among them: nothing happened to it since."""
         t = contact_balances.c
         with self.engine.connect() as conn:
             rows = conn.execute(

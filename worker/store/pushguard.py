@@ -98,12 +98,19 @@ class PushGuard:
         """Claim a sync batch of (contact, mutated µs) rows. The claim lasts until
         `release_sync` (after the write-behind committed the batch, or when nothing was
         pushed): until then a point transaction for these contacts waits."""
+        return await self.claim_columns_for_sync([c for c, _ in rows], [us for _, us in rows])
+
+    async def claim_columns_for_sync(
+        self, contacts: Sequence[str], times: Sequence[int]
+    ) -> Claim:
+        """`claim_for_sync` for rows given as two columns (contacts, mutated µs), which the
+        sync's lanes build in C."""
         claim = Claim(uuid.uuid4().hex)
-        if rows:
-            contacts, times = _columns(rows)
+        if contacts:
             statuses = await self._claim_sync(
                 keys=[self._claims, self._sent, self._batches, self._batch(claim.token)],
-                args=[claim.token, self._claim_ttl_ms, contacts, times])
+                args=[claim.token, self._claim_ttl_ms, "\n".join(contacts),
+                      "\n".join(map(str, times))])
             _sort(claim, statuses)
         return claim
 

@@ -7,6 +7,8 @@ Engage was last sent (the store's `contact_balances`):
 - older than what was sent → `stale`, never sent;
 - equal to what was sent → `unchanged`, not sent again;
 - anything else is pushed, and recorded as sent only once Engage accepted it.
+Stale and unchanged rows write nothing to the store (only the same balance at a newer time
+is recorded, to raise the guard), so a re-run with nothing changed reads and compares.
 Duplicates inside a run collapse to the newest `mutatedAt` (`unique` counts contacts).
 """
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
+import operator
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +35,10 @@ from worker.systems.treazure.parsing import BalanceEntry
 T = TypeVar("T")
 # Builds a ContactState in C (the named tuple's own __new__ is a Python call).
 _state = functools.partial(tuple.__new__, ContactState)
+# A BalanceEntry's fields, read in C: (contact, cents, mutated µs, …).
+_contact_of = operator.itemgetter(0)
+_mutated_us_of = operator.itemgetter(2)
+_first_three = operator.itemgetter(slice(0, 3))
 
 # Rows sent are written in transactions of up to this many rows, or this often, so a
 # crash makes the next run repeat at most a few seconds of pushes.
@@ -55,10 +63,6 @@ class Lanes:
         # A heal pushes a balance even when it equals what Engage was last sent: Engage
         # was found to hold something else.
         self.force = False
-        # A sync records which contacts it read (the history refresh pages through them);
-        # a migration has no refresh, and skips writing a row for each balance Engage
-        # already has, which is what makes resuming it cheap.
-        self.track_seen = True
         self.count = settings.ENGAGE_PUSH_CONCURRENCY
         self.counts = Counts()
         self.buffers: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
@@ -134,43 +138,46 @@ class Lanes:
         # this lane left pending for these contacts cannot change during the awaits below.
         # A flush (by any lane) swaps `self.pending` for a new dict, so it is looked up
         # again after every await.
-        known = {cid: self.pending[cid] for cid in batch if cid in self.pending}
+        # Set intersections in C: in a first sync nearly every contact is in neither.
+        pending = self.pending
+        known = {cid: pending[cid] for cid in batch.keys() & pending.keys()}
         if self.flushing:
             flushing = self.flushing
-            known.update((cid, flushing[cid]) for cid in batch
-                         if cid in flushing and cid not in known)
-        unknown = [cid for cid in batch if cid not in known]
+            known.update((cid, flushing[cid]) for cid in batch.keys() & flushing.keys()
+                         if cid not in known)
+        unknown = [cid for cid in batch if cid not in known] if known else list(batch)
         if unknown:
             known.update(await self._read_db(self.store.contact_states, unknown))
         pending = self.pending
         counts = self.counts
-        force, track_seen = self.force, self.track_seen
+        force = self.force
         to_push: list[BalanceEntry] = []
         if not known:  # contacts never sent before, as in a first sync: all go
             counts.unique_contacts += len(batch)
             to_push = list(batch.values())
+        # A row read exactly as Engage was last sent, or older than that, writes nothing:
+        # an unchanged re-run costs reading and comparing, not a store row per contact.
+        stale = unchanged = unique = 0
         for contact_id, entry in batch.items() if known else ():
             state = known.get(contact_id)
-            if state is None or state.seen_run_id != run_id:
-                counts.unique_contacts += 1
-            if state is None or state.sent_mutated_us is None:
+            if state is None or state[3] != run_id:  # seen_run_id
+                unique += 1
+            sent_us = None if state is None else state[2]  # sent_mutated_us
+            if state is None or sent_us is None:
                 to_push.append(entry)
-                continue
-            if entry.mutated_us < state.sent_mutated_us:
-                counts.stale += 1
-            elif entry.cents == state.sent_cents and not force:
-                counts.unchanged += 1
-                if entry.mutated_us > state.sent_mutated_us:
+            elif entry[2] < sent_us:  # mutated_us
+                stale += 1
+            elif entry[1] != state[1] or force:  # cents, sent_cents
+                to_push.append(entry)
+            else:
+                unchanged += 1
+                if entry[2] > sent_us:
                     # Same balance, newer time: raise the guard so an older, different
                     # balance read later in this run is refused.
-                    pending[contact_id] = _state(
-                        (contact_id, entry.cents, entry.mutated_us, run_id))
-                    continue
-            else:
-                to_push.append(entry)
-                continue
-            if track_seen:
-                pending[contact_id] = state._replace(seen_run_id=run_id)
+                    pending[contact_id] = _state((contact_id, entry[1], entry[2], run_id))
+        counts.stale += stale
+        counts.unchanged += unchanged
+        counts.unique_contacts += unique
 
         if to_push:
             to_push, token = await self._claim(to_push, lane)
@@ -185,9 +192,11 @@ class Lanes:
             pending = self.pending
             refused = result.not_accepted
             if not refused:
-                for entry in to_push:
-                    pending[entry.contact_id] = _state(
-                        (entry.contact_id, entry.cents, entry.mutated_us, run_id))
+                # (contact, cents, mutated µs) + (run,) for each row, built in C.
+                pending.update(zip(
+                    map(_contact_of, to_push),
+                    map(_state, map(operator.add, map(_first_three, to_push),
+                                    itertools.repeat((run_id,)))), strict=True))
             for entry in to_push if refused else ():
                 reason = refused.get(entry.contact_id)
                 if reason is None:
@@ -217,7 +226,8 @@ class Lanes:
         A row whose contact a point transaction is pushing waits in `deferred`; one that
         such a push made stale is counted stale and dropped.
         """
-        claim = await self.guard.claim_for_sync([(e.contact_id, e.mutated_us) for e in rows])
+        claim = await self.guard.claim_columns_for_sync(
+            list(map(_contact_of, rows)), list(map(_mutated_us_of, rows)))
         deferred = self.deferred[lane]
         for index in claim.busy:
             entry = rows[index]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from worker.base.point_request import SOURCES, validate_contact_id, validate_request
@@ -104,7 +105,12 @@ def book_received() -> dict[str, Any]:
         # The round's balances go to Engage from this task when it takes the push turn: a
         # queued drain would wait behind the rounds queued meanwhile.
         if outcome.settled and await drain.take_push_turn(parts.redis):
+            until = time.monotonic() + ROUND_DRAIN_SECONDS
             _, drain_again = await drain_turn(parts, ROUND_DRAIN_SECONDS)
+            # Rows another round booked meanwhile are due now and the turn is this task's
+            # again: pushed from here too, not left to a drain queued behind the rounds.
+            while drain_again == 0.0 and time.monotonic() < until:
+                _, drain_again = await drain_turn(parts, until - time.monotonic())
         # More may wait: a round at once, unless a row recorded meanwhile queued one.
         return (outcome, outcome.full and await batch.take_book_turn(parts.redis),
                 drain_again)

@@ -9,13 +9,18 @@ chunk tasks; contacts/s runs from the refresh task's start (Celery's task events
 last contact's history stored (the store's own fetched_at, polled until all N are there).
 Phase 2 syncs another N-changed set with the worker idle, then a third set while a refresh
 of N contacts is in progress, and reports the sync's time both ways: the difference is the
-delay the refresh causes. Prints a table and writes bench/results/history.json; nothing
-here asserts wall-clock time.
+delay the refresh causes. Worker CPU per contact is the CPU time (user + system) the worker
+that runs the history tasks (main process and pool children) spent from the refresh's
+start to the worker idle again, over the contacts refreshed. Prints a table and writes
+bench/results/history.json; nothing here asserts wall-clock time.
+
+    ./dev bench history --refresh-only       # phase 1 alone: the refresh rate and CPU
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -120,6 +125,12 @@ class Bench:
     store: Store
     contacts: int
     processes: int  # worker pool size
+    history_worker: CeleryProcess  # the worker that takes the history queue
+
+    def history_cpu(self) -> float:
+        """CPU seconds (user + system) of the history worker's process tree so far: the
+        main process, its live pool children, and any children it has reaped."""
+        return tree_cpu_seconds(self.history_worker.proc.pid)
 
     def sim_stats(self) -> dict[str, Any]:
         return httpx.get(f"{self.sims.engage}/_sim/stats").json()
@@ -171,6 +182,22 @@ class Bench:
                 return all("succeeded" in t or "failed" in t for t in self.events.tasks.values())
 
         wait_until(idle, timeout, "the worker idle")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    root = psutil.Process(pid)
+    times = root.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in root.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a child replaced meanwhile
+            child_times = child.cpu_times()
+            total += child_times.user + child_times.system
+    return float(total)
+
+
+def cpu_figures(cpu_seconds: float, contacts: int) -> dict[str, float]:
+    return {"worker_cpu_seconds": round(cpu_seconds, 3),
+            "worker_cpu_ms_per_contact": round(cpu_seconds * 1000 / contacts, 3)}
 
 
 def iso(moment: datetime) -> str:
@@ -227,14 +254,20 @@ def phase_one(bench: Bench) -> dict[str, Any]:
           flush=True)
     requests_before = bench.history_requests()
     sent = time.time()
+    # Split layout: the history worker is idle until the refresh starts, so its CPU is
+    # read before the sync; a shared worker's is read once the sync has answered.
+    cpu_before = bench.history_cpu() if bench.history_worker is not bench.worker else None
     sync = bench.client.send_task(SYNC)
     summary = sync.get(timeout=1800)
+    if cpu_before is None:
+        cpu_before = bench.history_cpu()
     assert summary["status"] == "succeeded" and summary["unique_contacts"] == bench.contacts, \
         summary
     refresh_id = bench.child_task(sync.id, REFRESH)
     figures = refresh_figures(bench, refresh_id, ids, sent)
     sync_done = bench.events.task(sync.id).get("succeeded", 0.0)
     bench.wait_idle()
+    figures.update(cpu_figures(bench.history_cpu() - cpu_before, len(ids)))
     return {
         **figures, "sync_run_id": summary["run_id"], "sync_run_seconds":
             summary["duration_seconds"], "refresh_task_id": refresh_id,
@@ -259,12 +292,18 @@ def phase_two(bench: Bench, first_run_id: int, rounds: int) -> dict[str, Any]:
 
         print(f"phase 2, round {k + 1}: sync of {bench.contacts:,} alone …", flush=True)
         bench.wait_idle()
+        split = bench.history_worker is not bench.worker
+        cpu_before = bench.history_cpu() if split else 0.0
         solo = timed_sync(bench, alone_ids, slot_alone)
+        if not split:
+            cpu_before = bench.history_cpu()
         alone.append(solo)
         # Its own refresh follows; let it finish so the worker is idle again.
         refresh_id = bench.child_task(solo["task_id"], REFRESH)
-        refreshes.append(refresh_figures(bench, refresh_id, alone_ids, solo["sent_at"]))
+        refreshed = refresh_figures(bench, refresh_id, alone_ids, solo["sent_at"])
         bench.wait_idle()
+        refreshed.update(cpu_figures(bench.history_cpu() - cpu_before, len(alone_ids)))
+        refreshes.append(refreshed)
 
         print(f"phase 2, round {k + 1}: sync of {bench.contacts:,} during a refresh of "
               f"{bench.contacts:,} …", flush=True)
@@ -339,9 +378,9 @@ def history_benchmark(args: argparse.Namespace, redis_url: str, work: Path) -> d
         events.start()
         wait_until(events.listening.is_set, 30, "the worker's events")
         bench = Bench(sims, worker, client, events, prepare_store(database_url), args.contacts,
-                      args.concurrency)
+                      args.concurrency, history_worker or worker)
         first = phase_one(bench)
-        second = phase_two(bench, first["sync_run_id"], args.rounds)
+        second = {} if args.refresh_only else phase_two(bench, first["sync_run_id"], args.rounds)
         stats = bench.sim_stats()
     finally:
         events.stop()
@@ -357,7 +396,8 @@ def history_benchmark(args: argparse.Namespace, redis_url: str, work: Path) -> d
         else "main worker -Q celery + history worker -Q pointsync.history",
         "history_chunk_size": args.chunk_size,
         "history_fetch_concurrency": args.fetch_concurrency,
-        "engage_rate_limit": args.rate_limit, "rounds": args.rounds,
+        "engage_rate_limit": args.rate_limit,
+        "rounds": 0 if args.refresh_only else args.rounds,
         "database": database_url.split(":", 1)[0],
         "refresh_after_sync": first, **second,
         "treazure_history_requests": stats["arrived"].get("treazure.history", 0),
@@ -366,10 +406,7 @@ def history_benchmark(args: argparse.Namespace, redis_url: str, work: Path) -> d
 
 
 def print_history(result: dict[str, Any]) -> None:
-    first, d = result["refresh_after_sync"], result["delay"]
-    new = result["refresh_of_new_contacts"]
-    during = result["during_refresh"]
-    overlapped = all(r["refresh_still_running_at_sync_end"] for r in during)
+    first = result["refresh_after_sync"]
     rows = [
         ("changed contacts per set", f"{result['contacts']:,}",
          f"{result['database']}, {result['layout']}, "
@@ -379,9 +416,35 @@ def print_history(result: dict[str, Any]) -> None:
         ("refresh after the first sync", f"{first['contacts_per_second']:,.0f} contacts/s",
          f"{first['seconds']:.2f} s for {first['contacts']:,} in {first['chunks']} chunks, "
          f"{first['history_requests']:,} History requests"),
+        ("worker CPU per contact", f"{first['worker_cpu_ms_per_contact']:.2f} ms",
+         f"{first['worker_cpu_seconds']:.1f} s of the history worker's processes for "
+         f"{first['contacts']:,} contacts (refresh start to idle); target ≤ 2 ms"),
+    ]
+    if result["rounds"]:
+        rows += phase_two_rows(result)
+    rows += [
+        ("Engage 429s / peak req/s", f"{result['engage_429']} / {result['engage_peak_rps']}",
+         f"shared limit {result['engage_rate_limit']:g}/s") if result["rounds"] else
+        ("Engage rate limit", f"{result['engage_rate_limit']:g}/s", "phase 2 not run"),
+        ("CPU calibration", f"{result['cpu_calibration_seconds']:.2f} s",
+         "fixed workload; lower is a faster machine"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"\nhistory benchmark ({platform.node()}, {datetime.now(UTC):%Y-%m-%d %H:%M}Z)")
+    for name, value, note in rows:
+        print(f"  {name:<{width}}  {value:>20}  {note}")
+
+
+def phase_two_rows(result: dict[str, Any]) -> list[tuple[str, str, str]]:
+    d, new, during = result["delay"], result["refresh_of_new_contacts"], result["during_refresh"]
+    overlapped = all(r["refresh_still_running_at_sync_end"] for r in during)
+    return [
         ("refresh of a new set (median)",
          f"{statistics.median(r['contacts_per_second'] for r in new):,.0f} contacts/s",
          f"{len(new)} run(s): what each lone phase-2 sync fanned out"),
+        ("its worker CPU per contact (median)",
+         f"{statistics.median(r['worker_cpu_ms_per_contact'] for r in new):.2f} ms",
+         "the same measure, for each of those refreshes"),
         ("sync alone", f"{d['alone_wall_seconds']:.2f} s",
          f"queue wait {d['alone_queue_wait_seconds']:.3f} s, run {d['alone_run_seconds']:.2f} s"),
         ("sync during a refresh", f"{d['during_wall_seconds']:.2f} s",
@@ -393,15 +456,7 @@ def print_history(result: dict[str, Any]) -> None:
         ("refresh still running at sync end", "yes" if overlapped else "NO",
          ", ".join(f"{r['refresh_chunks_done_before_sync_done']}/{r['refresh_chunks']} chunks "
                    "done before" for r in during)),
-        ("Engage 429s / peak req/s", f"{result['engage_429']} / {result['engage_peak_rps']}",
-         f"shared limit {result['engage_rate_limit']:g}/s"),
-        ("CPU calibration", f"{result['cpu_calibration_seconds']:.2f} s",
-         "fixed workload; lower is a faster machine"),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"\nhistory benchmark ({platform.node()}, {datetime.now(UTC):%Y-%m-%d %H:%M}Z)")
-    for name, value, note in rows:
-        print(f"  {name:<{width}}  {value:>20}  {note}")
 
 
 def main() -> None:
@@ -418,6 +473,8 @@ def main() -> None:
     parser.add_argument("--rate-limit", type=float, default=50, help="ENGAGE_RATE_LIMIT")
     parser.add_argument("--rounds", type=int, default=2,
                         help="alone/during sync pairs in phase 2 (medians are reported)")
+    parser.add_argument("--refresh-only", action="store_true",
+                        help="phase 1 only: the refresh after a sync, its rate and CPU")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/8")
     parser.add_argument("--database-url", default=None,
                         help="an empty database (default: a new SQLite file)")

@@ -13,7 +13,13 @@ from sqlalchemy import func, select
 from worker.base.money import utc_micros
 from worker.store.database import Store
 from worker.store.engine import make_engine
-from worker.store.history import HistoryStore, MalformedHistory, history_contacts, points_history
+from worker.store.history import (
+    HistoryStore,
+    MalformedHistory,
+    Received,
+    history_contacts,
+    points_history,
+)
 from worker.store.schema import upgrade_schema
 
 CONTACT = "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f"
@@ -264,3 +270,48 @@ def test_the_second_of_two_identical_entries_is_added_when_a_later_slice_has_it(
 
     assert history.save(CONTACT, [TWIN, TWIN]) == 1
     assert total(history) == 3
+
+
+# -- a refresh chunk: many contacts in one transaction ----------------------------------------
+
+
+def test_save_many_stores_each_contacts_new_entries_and_counts_them_apart(
+    history: HistoryStore,
+) -> None:
+    history.save(CONTACT, [E1, E2])
+    added = history.save_many({CONTACT: Received.of([E1, E2, E3]),
+                               OTHER_CONTACT: Received.of([E1, TWIN, TWIN])})
+    assert added == {CONTACT: 1, OTHER_CONTACT: 3}
+    assert history.page(CONTACT, 0, 10) == ([E3, E2, E1], 3)
+    assert history.page(OTHER_CONTACT, 0, 10) == ([TWIN, TWIN, E1], 3)
+    assert history.save_many({CONTACT: Received.of([E3]), OTHER_CONTACT: Received.of([])}) \
+        == {CONTACT: 0, OTHER_CONTACT: 0}
+    assert row_counts(history) == (6, 2)
+    assert history.save_many({}) == {}
+
+
+def test_save_many_never_moves_a_newest_time_back(history: HistoryStore) -> None:
+    """Another writer (a booking's history read, an on-demand fetch) stored newer entries
+    after the chunk read the contact's state: the chunk's older answer keeps them."""
+    history.save(CONTACT, [E4])
+    history.save_many({CONTACT: Received.of([E1, E2]), OTHER_CONTACT: Received.of([])})
+    assert history.newest_times([CONTACT, OTHER_CONTACT]) == \
+        {CONTACT: us(E4["dateTime"]), OTHER_CONTACT: None}
+    history.save_many({OTHER_CONTACT: Received.of([E2])})
+    history.save_many({OTHER_CONTACT: Received.of([])})
+    assert history.newest_times([OTHER_CONTACT]) == {OTHER_CONTACT: us(E2["dateTime"])}
+
+
+def test_newest_times_of_more_ids_than_one_query_takes(history: HistoryStore) -> None:
+    ids = [f"00000000-0000-4000-8000-{k:012d}" for k in range(2000)]
+    fetched = {ids[0]: [E1], ids[950]: [], ids[1999]: [E2, E3]}
+    history.save_many({c: Received.of(e) for c, e in fetched.items()})
+    assert history.newest_times(ids) == {ids[0]: us(E1["dateTime"]), ids[950]: None,
+                                         ids[1999]: us(E3["dateTime"])}
+    assert history.newest_times([]) == {}
+
+
+def test_a_malformed_entry_is_refused_before_anything_is_written(history: HistoryStore) -> None:
+    with pytest.raises(MalformedHistory):
+        Received.of([E1, {**E2, "dateTime": 17}])
+    assert row_counts(history) == (0, 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    case,
     delete,
     func,
     select,
@@ -97,6 +98,28 @@ def entry_time_us(entry: dict[str, Any]) -> int:
             from None
 
 
+@dataclass(frozen=True)
+class Received:
+    """One answer's entries, ready to store: (key, time in µs, JSON text) each. Built as an
+    answer arrives, so a chunk holds compact strings rather than the parsed entries."""
+
+    rows: list[tuple[str, int, str]]
+
+    @classmethod
+    def of(cls, entries: Sequence[dict[str, Any]]) -> Received:
+        """Raises MalformedHistory for an entry without a readable dateTime."""
+        return cls([(key, entry_time_us(e), orjson.dumps(e).decode())
+                    for e, key in zip(entries, entry_keys(entries), strict=True)])
+
+    @property
+    def newest_us(self) -> int | None:
+        return max((at for _, at, _ in self.rows), default=None)
+
+
+# Bound on the parameters of one IN (...) list (SQLite allows 32,766, older builds 999).
+_IN_SLICE = 900
+
+
 class HistoryStore:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
@@ -104,37 +127,61 @@ class HistoryStore:
     def save(self, contact_id: str, entries: Iterable[dict[str, Any]]) -> int:
         """Store new entries (known ones are skipped) and mark the contact fetched, in one
         transaction; returns how many entries were new."""
+        return self.save_many({contact_id: Received.of(list(entries))})[contact_id]
+
+    def save_many(self, received: Mapping[str, Received]) -> dict[str, int]:
+        """Several contacts' answers in one transaction: new entries stored (known ones
+        skipped), each contact marked fetched, its newest entry time moved forward only.
+        Returns how many entries were new, per contact."""
+        if not received:
+            return {}
         now = utcnow()
-        entries = list(entries)
-        rows: list[dict[str, Any]] = [
-            {"contact_id": contact_id, "entry_key": key, "at_us": entry_time_us(e),
-             "entry": orjson.dumps(e).decode(), "fetched_at": now}
-            for e, key in zip(entries, entry_keys(entries), strict=True)
-        ]
-        newest = max((int(r["at_us"]) for r in rows), default=None)
+        # Sorted, so that two writers that meet on the same rows take their locks in the
+        # same order (PostgreSQL would otherwise abort one of them as a deadlock).
+        contacts = sorted(received)
+        rows = sorted(
+            ({"contact_id": contact_id, "entry_key": key, "at_us": at, "entry": text,
+              "fetched_at": now}
+             for contact_id in contacts for key, at, text in received[contact_id].rows),
+            key=lambda row: (row["contact_id"], row["entry_key"]))
+        added = dict.fromkeys(contacts, 0)
+        marks = [{"contact_id": c, "fetched_at": now, "newest_at_us": received[c].newest_us}
+                 for c in contacts]
         with self.engine.begin() as conn:
-            added = 0
             if rows:
-                # RETURNING counts the new rows on every driver (an executemany's rowcount
+                # RETURNING names the new rows on every driver (an executemany's rowcount
                 # is 0 under psycopg's batched inserts).
-                added = len(conn.execute(
+                for (contact_id,) in conn.execute(
                     insert_for(self.engine, points_history).on_conflict_do_nothing(
                         index_elements=["contact_id", "entry_key"])
-                    .returning(points_history.c.id),
+                    .returning(points_history.c.contact_id),
                     rows,
-                ).all())
-            known = conn.execute(
-                select(history_contacts.c.newest_at_us)
-                .where(history_contacts.c.contact_id == contact_id)
-            ).first()
-            if known is not None and known[0] is not None and (newest is None or known[0] > newest):
-                newest = known[0]
-            upsert = insert_for(self.engine, history_contacts).values(
-                contact_id=contact_id, fetched_at=now, newest_at_us=newest)
-            conn.execute(upsert.on_conflict_do_update(
-                index_elements=["contact_id"],
-                set_={"fetched_at": now, "newest_at_us": newest}))
+                ):
+                    added[contact_id] += 1
+            conn.execute(self._mark_fetched(), marks)
         return added
+
+    def _mark_fetched(self) -> Any:
+        """The contact-fetched upsert: `newest_at_us` only ever moves forward (an empty or
+        older answer, or another writer that got further first, keeps the stored one)."""
+        upsert = insert_for(self.engine, history_contacts)
+        new, old = upsert.excluded.newest_at_us, history_contacts.c.newest_at_us
+        newest = case((new.is_(None), old), (old.is_(None), new), (new > old, new), else_=old)
+        return upsert.on_conflict_do_update(
+            index_elements=["contact_id"],
+            set_={"fetched_at": upsert.excluded.fetched_at, "newest_at_us": newest})
+
+    def newest_times(self, contact_ids: Sequence[str]) -> dict[str, int | None]:
+        """Where each contact's next fetch starts: its newest stored entry time (None when
+        fetched but empty); contacts never fetched are absent. One query per 900 ids."""
+        c = history_contacts.c
+        known: dict[str, int | None] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(contact_ids), _IN_SLICE):
+                rows = conn.execute(select(c.contact_id, c.newest_at_us).where(
+                    c.contact_id.in_(contact_ids[start:start + _IN_SLICE])))
+                known.update((contact_id, newest) for contact_id, newest in rows)
+        return known
 
     def fetched(self, contact_id: str) -> Fetched | None:
         with self.engine.connect() as conn:

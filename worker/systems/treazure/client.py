@@ -19,7 +19,7 @@ from worker.base.http import Rejected
 from worker.base.money import cents_to_decimal
 from worker.base.settings import Settings
 from worker.systems.treazure import booking
-from worker.systems.treazure.history import read_history
+from worker.systems.treazure.history import HistoryReader, read_history
 from worker.systems.treazure.jobs import BalancesJobs, Page
 from worker.systems.treazure.parsing import program_cents
 from worker.systems.treazure.session import TreazureSession, account_path
@@ -73,3 +73,7 @@ class TreazureClient:
     async def history(self, contact_id: str, since: datetime | None = None) -> list[dict[str, Any]]:
         """The account's history, oldest first (from `since` when given), as received."""
         return await read_history(self._session, contact_id, since)
+
+    def history_reader(self, concurrency: int) -> HistoryReader:
+        """Many accounts' histories, at most `concurrency` connections (`async with` it)."""
+        return HistoryReader(self._session, concurrency)

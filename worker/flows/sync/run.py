@@ -9,11 +9,9 @@ sent since: a contact created in Engage a little later then comes into step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -74,9 +72,8 @@ async def run_sync(
         await wait_for_lock_release(redis, settings.SYNC_LOCK_TTL_SECONDS + 5)
     async def locked(summary: SyncSummary) -> None:
         await guard.prune()
-        with fewer_collections():
-            await _locked_run(settings, store, treazure, engage, guard, since_at, until_at,
-                              task_id, summary, kind, progress)
+        await _locked_run(settings, store, treazure, engage, guard, since_at, until_at,
+                          task_id, summary, kind, progress)
 
     return await under_run_lock(
         settings, store, redis, locked, kind=kind, task_id=task_id,
@@ -118,22 +115,6 @@ async def _locked_run(
         retries = refused_to_retry(store, settings) if kind == "sync" else []
         await _stream(treazure, lanes, window, store, run_id, progress, retries)
     log.info("sync run %s %s: %s", run_id, summary.status, asdict(summary.counts))
-
-
-@contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
-    """Keep the garbage collector off the objects that outlive a run.
-
-    A run allocates a few short-lived objects per balance; each time they set off a full
-    collection, Python walked every object of the process (modules, clients, the write
-    buffer). Frozen for the run, those are skipped, and thawed again afterwards. The young
-    generations are collected as usual, so cyclic garbage does not pile up.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def refused_to_retry(store: Store, settings: Settings) -> list[BalanceEntry]:

@@ -4,6 +4,7 @@ or is lost; filtering; the faults of each class; the sweep; replay."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -290,3 +291,62 @@ async def test_an_unexpected_error_mid_send_is_retried_and_the_resend_counted_am
     await run(relays, destinations(atreemo), subject)
     row = relays.get(key(570))
     assert row is not None and (row.state, row.ambiguous) == ("delivered", 1)
+
+
+class SlowAtreemo(FakeAtreemo):
+    """Holds each send until `release` is set; `started` is set when one begins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.release = asyncio.Event(), asyncio.Event()
+        self.cancelled = 0
+
+    async def deliver(self, raw_body: bytes) -> None:
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        self._answer(raw_body)
+
+
+async def test_a_send_longer_than_the_lease_keeps_it_renewed_and_nobody_else_claims(
+        store: Store, relays: Relays) -> None:
+    subject = toggle(store, 570)
+    slow = SlowAtreemo()
+    sending = asyncio.create_task(deliver_subject(
+        relays, destinations(slow), TOGGLE, subject, max_age_seconds=DAY, lease_seconds=0.6))
+    await slow.started.wait()
+    first = relays.get(key(570))
+    assert first is not None and first.uncertain and first.lease_until is not None
+    # Three leases' time later the first worker still holds it: renewed, not run out.
+    for _ in range(6):
+        await asyncio.sleep(0.3)
+        assert relays.outbox.claim(key(570), 5.0) is None
+        assert relays.lost_subjects(stale_seconds=0) == []
+    renewed = relays.get(key(570))
+    assert renewed is not None and renewed.lease_until > first.lease_until
+    slow.release.set()
+    outcome = await sending
+    assert outcome.settled == [(key(570), "delivered")]
+    row = relays.get(key(570))
+    assert row is not None and (row.attempts, row.ambiguous, row.uncertain) == (1, 0, False)
+    assert slow.ids() == [570]
+
+
+async def test_a_send_whose_lease_is_taken_away_is_cut_short_and_left_uncertain(
+        store: Store, relays: Relays) -> None:
+    subject = toggle(store, 570)
+    slow = SlowAtreemo()
+    sending = asyncio.create_task(deliver_subject(
+        relays, destinations(slow), TOGGLE, subject, max_age_seconds=DAY, lease_seconds=0.6))
+    await slow.started.wait()
+    # Another worker's lease replaces ours (ours ran out while this process was stopped).
+    relays.outbox.move(key(570), None, lease_until=utcnow() + timedelta(seconds=30))
+    outcome = await asyncio.wait_for(sending, 5)
+    assert outcome.busy and outcome.settled == []
+    assert slow.cancelled == 1 and slow.sent == []
+    row = relays.get(key(570))
+    # Committed before the send: whoever sends next counts it as a possible second send.
+    assert row is not None and row.state == "received" and row.uncertain

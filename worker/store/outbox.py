@@ -184,6 +184,12 @@ class Outbox(Generic[RowT]):
         self.move(key, lease, lease_until=until)
         return until
 
+    def renew_sending(self, key: str, lease: datetime, lease_seconds: float) -> datetime:
+        """`renew` and `mark_uncertain` in one statement, just before a request leaves."""
+        until = utcnow() + timedelta(seconds=lease_seconds)
+        self.mark_uncertain(key, lease, lease_until=until)
+        return until
+
     def release(self, key: str, retry_in: float | None = None,
                 lease: datetime | None = None) -> None:
         """Give the lease back; `retry_in` seconds is when the sweep may try the row again."""

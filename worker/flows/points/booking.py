@@ -26,7 +26,7 @@ from worker.base.logs import bind_log_context
 from worker.base.point_request import PointRequest
 from worker.base.settings import Settings
 from worker.flows.parts import Parts
-from worker.flows.points.lease import Lease
+from worker.flows.lease import Lease
 from worker.flows.points.receipts import booking_time, read_booking
 from worker.flows.points.record import Outcome, record
 from worker.store.engine import utcnow

@@ -2,9 +2,12 @@
 
 A subject (a Toggle card or order, a Nector customer) is worked on by one worker at a time:
 only its head — the earliest open delivery by the source's `created_at`, then event id —
-may be sent, under the outbox lease on that row. A later event waits while an earlier one
-is open (retrying); one that failed for good is set aside (visible, replayable) and the
-subject goes on. Subjects are independent: a slow one never holds up another.
+may be sent, under the outbox lease on that row. The lease is short and renewed while the
+send runs (worker/flows/lease.py, as the points ledger's): a dead worker's delivery is
+taken up again within a lease, and a send that could outlive its lease unrenewed is cut
+short first, so two sends of one event are never out together. A later event waits while
+an earlier one is open (retrying); one that failed for good is set aside (visible,
+replayable) and the subject goes on. Subjects are independent: a slow one never holds up another.
 
 Each attempt: screen (filtered, or failed without a call), mark the row uncertain, send
 once, settle. Transient failures (Retryable: 5xx, 429 with Retry-After, connection errors)
@@ -23,6 +26,7 @@ from datetime import datetime, timedelta
 
 from worker.base.backoff import jittered
 from worker.base.http import Ambiguous, RemoteError, Retryable
+from worker.flows.lease import Lease
 from worker.flows.relays.destinations import Destination
 from worker.store.engine import utcnow
 from worker.store.outbox import FAILED, LeaseLost
@@ -30,7 +34,7 @@ from worker.store.relays import DELIVERED, FILTERED, RECEIVED, DeliveryRow, Rela
 
 log = logging.getLogger("pointsync.relays")
 
-LEASE_SECONDS = 120.0
+LEASE_SECONDS = 20.0
 FIRST_RETRY_SECONDS = 2.0
 RETRY_CAP_SECONDS = 3600.0
 # Deliveries one call works through before handing the subject back (its task requeues).
@@ -77,10 +81,18 @@ async def deliver_subject(
             # An earlier event arrived meanwhile: it goes first.
             relays.outbox.release(claimed.key, None, claimed.lease_until)
             continue
+        lease = Lease(claimed.key, claimed.lease_until, lease_seconds)
         try:
-            state, retry_at = await _deliver_one(relays, destinations, claimed, max_age_seconds)
+            async with lease.kept(relays.outbox):
+                state, retry_at = await _deliver_one(
+                    relays, destinations, claimed, lease, max_age_seconds)
         except LeaseLost as exc:
             log.warning("relay %s: %s", claimed.key, exc)
+            run.busy = True
+            return run
+        except TimeoutError:  # cut short: the lease could not be renewed (see Lease.kept)
+            log.warning("relay %s: send cut short, its lease could not be renewed; "
+                        "the sweep takes it up once the lease has run out", claimed.key)
             run.busy = True
             return run
         run.settled.append((claimed.key, state))
@@ -93,47 +105,46 @@ async def deliver_subject(
 
 async def _deliver_one(
     relays: Relays, destinations: Mapping[str, Destination], row: DeliveryRow,
-    max_age_seconds: float,
+    held: Lease, max_age_seconds: float,
 ) -> tuple[str, datetime | None]:
-    """Settle one claimed delivery: (its state now, when it is next due if still open)."""
-    lease = row.lease_until
-    assert lease is not None
+    """Settle one claimed delivery: (its state now, when it is next due if still open).
+    Every move gives the lease as last renewed (`held.until`)."""
     destination = destinations.get(row.destination)
     if destination is None:
-        return _retry(relays, row, lease, f"{row.destination}: not configured here",
+        return _retry(relays, row, held.until, f"{row.destination}: not configured here",
                       None, max_age_seconds)
     event = relays.event(row.source, row.event_id)
     if event is None:  # recorded with its event in one transaction: cannot happen
-        relays.fail(row.key, "the event's record is missing", lease)
+        relays.fail(row.key, "the event's record is missing", held.until)
         return FAILED, None
     if row.uncertain:  # a worker died mid-send: that answer is lost, this is a resend
-        relays.lost_answer(row.key, lease)
+        relays.lost_answer(row.key, held.until)
     screened = destination.screen(event)
     if screened is not None:
         if screened.state == FILTERED:
-            relays.finish(row.key, lease, FILTERED, screened.reason)
+            relays.finish(row.key, held.until, FILTERED, screened.reason)
         else:
-            relays.fail(row.key, screened.reason, lease)
+            relays.fail(row.key, screened.reason, held.until)
         log.info("relay %s: %s (%s)", row.key, screened.state, screened.reason)
         return screened.state, None
-    relays.outbox.mark_uncertain(row.key, lease)
+    held.renew(relays.outbox, sending=True)
     try:
         await destination.send(event)
     except Ambiguous as exc:
-        relays.lost_answer(row.key, lease)
-        return _retry(relays, row, lease, f"answer lost: {exc.reason}", exc.retry_after,
+        relays.lost_answer(row.key, held.until)
+        return _retry(relays, row, held.until, f"answer lost: {exc.reason}", exc.retry_after,
                       max_age_seconds)
     except Retryable as exc:
-        return _retry(relays, row, lease, exc.reason, exc.retry_after, max_age_seconds)
+        return _retry(relays, row, held.until, exc.reason, exc.retry_after, max_age_seconds)
     except RemoteError as exc:  # Rejected: the destination will answer the same again
-        relays.fail(row.key, exc.reason, lease)
+        relays.fail(row.key, exc.reason, held.until)
         log.warning("relay %s: refused by %s: %s", row.key, row.destination, exc.reason)
         return FAILED, None
     except Exception as exc:  # anything else (Redis for the rate limit, say): maybe sent
         log.exception("relay %s: unexpected error", row.key)
-        return _retry(relays, row, lease, f"{type(exc).__name__}: {exc}"[:300], None,
+        return _retry(relays, row, held.until, f"{type(exc).__name__}: {exc}"[:300], None,
                       max_age_seconds, uncertain=True)
-    relays.finish(row.key, lease, DELIVERED)
+    relays.finish(row.key, held.until, DELIVERED)
     return DELIVERED, None
 
 

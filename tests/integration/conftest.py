@@ -10,8 +10,16 @@ import pytest
 import redis
 from celery import Celery
 
-from sims.harness import CeleryProcess, Simulators, start_celery, start_simulators, stop
+from sims.harness import (
+    CeleryProcess,
+    Simulators,
+    WebProcess,
+    start_celery,
+    start_simulators,
+    stop,
+)
 from tests.support.integration import REDIS_URL, Sim
+from tests.support.relays import RelaySims, start_relay_web
 from tests.support.toggle_control import Toggle
 from worker.faces.runtime import prepare_store
 from worker.store.database import Store
@@ -90,3 +98,20 @@ def toggle(sims: Simulators) -> Iterator[Toggle]:
     control.post("reset")
     yield control
     control.http.close()
+
+
+@pytest.fixture
+def relay_sims(sims: Simulators) -> Iterator[RelaySims]:
+    """The Atreemo and Contlo simulators' control, reset for the test."""
+    control = RelaySims(sims.atreemo, sims.contlo)
+    control.reset()
+    yield control
+    control.http.close()
+
+
+@pytest.fixture
+def web(worker_env: dict[str, str], store: Store, tmp_path: Path) -> Iterator[WebProcess]:
+    """The web process with both relays configured (a module may define its own)."""
+    process = start_relay_web(worker_env, tmp_path / "web.log")
+    yield process
+    process.stop(timeout=5)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from sims.harness import CeleryProcess, Simulators, WebProcess
+from sims.harness import CeleryProcess, WebProcess
 from sims.senders import nector_event
 from tests.support.integration import only_pool_child, wait_for
 from tests.support.redis_server import RedisServer
@@ -46,21 +46,6 @@ pytestmark = pytest.mark.integration  # starts processes
 # where another card's delivery is awaited before the kill.
 HELD_SECONDS = 4
 HELD_LONGER_SECONDS = 8
-
-
-@pytest.fixture
-def relay_sims(sims: Simulators) -> Iterator[RelaySims]:
-    control = RelaySims(sims.atreemo, sims.contlo)
-    control.reset()
-    yield control
-    control.http.close()
-
-
-@pytest.fixture
-def web(worker_env: dict[str, str], store: Store, tmp_path: Path) -> Iterator[WebProcess]:
-    process = start_relay_web(worker_env, tmp_path / "web.log")
-    yield process
-    process.stop(timeout=5)
 
 
 def recorded(web: WebProcess, *bodies: bytes) -> None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from sims.harness import BIN, CeleryProcess, Simulators, WebProcess
+from sims.harness import BIN, CeleryProcess, WebProcess
 from sims.senders import nector_event
 from tests.support.integration import wait_for
 from tests.support.relays import (
@@ -27,7 +26,6 @@ from tests.support.relays import (
     delivery,
     event_id,
     post_nector,
-    start_relay_web,
     toggle_key,
 )
 from worker.store.database import Store
@@ -37,21 +35,6 @@ from worker.systems.contlo.mapping import NO_CONTACT
 pytestmark = pytest.mark.integration  # starts processes
 
 CARD_A, CARD_B = 7001, 7002
-
-
-@pytest.fixture
-def relay_sims(sims: Simulators) -> Iterator[RelaySims]:
-    control = RelaySims(sims.atreemo, sims.contlo)
-    control.reset()
-    yield control
-    control.http.close()
-
-
-@pytest.fixture
-def web(worker_env: dict[str, str], store: Store, tmp_path: Path) -> Iterator[WebProcess]:
-    process = start_relay_web(worker_env, tmp_path / "web.log")
-    yield process
-    process.stop(timeout=5)
 
 
 def test_toggle_events_out_of_order_reach_atreemo_in_order_per_card_byte_for_byte(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -311,13 +312,19 @@ class SlowAtreemo(FakeAtreemo):
         self._answer(raw_body)
 
 
-async def test_a_send_longer_than_the_lease_keeps_it_renewed_and_nobody_else_claims(
-        store: Store, relays: Relays) -> None:
+async def slow_send(store: Store, relays: Relays) -> tuple[SlowAtreemo, asyncio.Task[Any]]:
+    """Event 570's delivery under a 0.6 s lease, its send held by Atreemo until released."""
     subject = toggle(store, 570)
     slow = SlowAtreemo()
     sending = asyncio.create_task(deliver_subject(
         relays, destinations(slow), TOGGLE, subject, max_age_seconds=DAY, lease_seconds=0.6))
     await slow.started.wait()
+    return slow, sending
+
+
+async def test_a_send_longer_than_the_lease_keeps_it_renewed_and_nobody_else_claims(
+        store: Store, relays: Relays) -> None:
+    slow, sending = await slow_send(store, relays)
     first = relays.get(key(570))
     assert first is not None and first.uncertain and first.lease_until is not None
     # Three leases' time later the first worker still holds it: renewed, not run out.
@@ -337,11 +344,7 @@ async def test_a_send_longer_than_the_lease_keeps_it_renewed_and_nobody_else_cla
 
 async def test_a_send_whose_lease_is_taken_away_is_cut_short_and_left_uncertain(
         store: Store, relays: Relays) -> None:
-    subject = toggle(store, 570)
-    slow = SlowAtreemo()
-    sending = asyncio.create_task(deliver_subject(
-        relays, destinations(slow), TOGGLE, subject, max_age_seconds=DAY, lease_seconds=0.6))
-    await slow.started.wait()
+    slow, sending = await slow_send(store, relays)
     # Another worker's lease replaces ours (ours ran out while this process was stopped).
     relays.outbox.move(key(570), None, lease_until=utcnow() + timedelta(seconds=30))
     outcome = await asyncio.wait_for(sending, 5)

@@ -160,7 +160,10 @@ def sync_benchmark(contacts: int, rate_limit: float, redis_url: str,
                "ENGAGE_RATE_LIMIT": str(rate_limit),
                "ENGAGE_PUSH_CONCURRENCY": str(push_concurrency)}
         worker = start_celery("worker", env, work / "worker.log",
-                              ["--concurrency", str(concurrency), "-n", "bench@%h"])
+                              ["--concurrency", str(concurrency), "-n", "bench@%h",
+                               # the main workers' queue, as operators run them: the
+                               # history refresh a sync queues goes to history workers
+                               "-Q", "celery"])
         idle_memory = memory_now(worker.proc.pid)
 
         print("bare transfer A …", flush=True)

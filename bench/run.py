@@ -188,7 +188,10 @@ def sync_benchmark(contacts: int, rate_limit: float, redis_url: str,
         read_before = bare_read(env)
         print("worker sync, nothing changed …", flush=True)
         began = time.perf_counter()
-        second = client.send_task("pointsync.sync_balances").get(timeout=3600)
+        # The first run's own window, so the re-run reads the same job as the bare read
+        # (a default window would start at the watermark less the overlap).
+        second = client.send_task("pointsync.sync_balances", kwargs={
+            "since": first["window_from"], "until": first["window_to"]}).get(timeout=3600)
         second_wall = time.perf_counter() - began
         sampler.stop()
         client.close()
@@ -235,6 +238,7 @@ def sync_benchmark(contacts: int, rate_limit: float, redis_url: str,
         "first_run": first,
         "check_mismatches": check["mismatch_count"],
         "check_checked": check["checked"],
+        "second_run": second,
         "second_run_pushed": second["pushed"],
         "second_run_wall_seconds": round(second_wall, 2),
         "second_run_ratio_to_bare_read": round(second_wall / _mean(read_before, read), 3),
@@ -282,7 +286,8 @@ def print_sync(result: dict[str, Any]) -> None:
         ("Engage equals Treazure", "yes" if result["check_mismatches"] == 0 else
          f"NO ({result['check_mismatches']} differ)", f"{result['check_checked']:,} checked"),
         ("second run pushed", str(result["second_run_pushed"]),
-         f"target 0 ({result['second_run_wall_seconds']:.2f} s)"),
+         f"target 0 ({result['second_run_wall_seconds']:.2f} s, "
+         f"{result['second_run']['fetched']:,} read, the first run's window)"),
         ("bare read A / B", f"{read_a['wall_seconds']:.2f} / {read['wall_seconds']:.2f} s",
          f"{read['pages']} pages, {read['items']:,} items, CPU {read['cpu_seconds']:.1f} s"),
         ("second run ÷ bare read", f"{result['second_run_ratio_to_bare_read']:.3f}",

@@ -25,8 +25,8 @@ from worker.base.http import Ambiguous, Rejected, RemoteError, Retryable
 from worker.base.logs import bind_log_context
 from worker.base.point_request import PointRequest
 from worker.base.settings import Settings
-from worker.flows.parts import Parts
 from worker.flows.lease import Lease
+from worker.flows.parts import Parts
 from worker.flows.points.receipts import booking_time, read_booking
 from worker.flows.points.record import Outcome, record
 from worker.store.engine import utcnow

@@ -37,6 +37,16 @@ class SleepRecorder:
         return result
 
 
+class RecordingLimiter:
+    """A rate limiter that notes each slot taken, so a test sees it came before the request."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    async def acquire(self) -> None:
+        self.events.append("limiter")
+
+
 def json_response(status: int, body: object, **headers: str) -> httpx.Response:
     return httpx.Response(status, json=body, headers=headers)
 

@@ -13,7 +13,7 @@ import pytest
 import respx
 
 from sims.senders import toggle_event
-from tests.support.unit import SleepRecorder, mocked_http
+from tests.support.unit import RecordingLimiter, SleepRecorder, mocked_http
 from worker.base.http import Ambiguous, Rejected, Retryable
 from worker.base.ratelimit import SharedRateLimiter
 from worker.base.settings import Settings
@@ -25,16 +25,6 @@ SECRET = "atr-S1GN-5e7a01"
 BODY = (b'{"type": "card.balance_adjusted",  "id":570,"object":"event","data":{"object":'
         b'{"object":"balance_adjustment","id":9,"value":-500}},"created_at":'
         b'"2026-11-21T16:01:27.000000Z"}')
-
-
-class Recording:
-    """A limiter that notes each slot taken, so tests see it came before the request."""
-
-    def __init__(self, events: list[str]) -> None:
-        self.events = events
-
-    async def acquire(self) -> None:
-        self.events.append("limiter")
 
 
 @pytest.fixture
@@ -56,7 +46,7 @@ def relay_settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 def make_atreemo(api, relay_settings, events) -> Callable[..., AtreemoClient]:
     def make(limiter: object | None = None) -> AtreemoClient:
-        return AtreemoClient(relay_settings, limiter or Recording(events),  # type: ignore[arg-type]
+        return AtreemoClient(relay_settings, limiter or RecordingLimiter(events),  # type: ignore[arg-type]
                              http=mocked_http(api, ""))
     return make
 
@@ -179,4 +169,4 @@ async def test_the_shared_limiter_paces_every_process(
 
 def test_the_relay_must_be_configured(settings: Settings) -> None:
     with pytest.raises(ValueError, match="ATREEMO_WEBHOOK_URL"):
-        AtreemoClient(settings, Recording([]))
+        AtreemoClient(settings, RecordingLimiter([]))

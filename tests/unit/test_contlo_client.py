@@ -11,7 +11,7 @@ import orjson
 import pytest
 import respx
 
-from tests.support.unit import SleepRecorder, mocked_http
+from tests.support.unit import RecordingLimiter, SleepRecorder, mocked_http
 from worker.base.http import Ambiguous, Rejected, Retryable
 from worker.base.ratelimit import SharedRateLimiter
 from worker.base.settings import Settings
@@ -22,14 +22,6 @@ KEY = "ctl-K3Y-90f1aa"
 TRACK = f"{BASE}/v1/track"
 PROFILE = {"name": "Asha Rao", "tier": "Gold"}
 PROPERTIES = {"wallet_coin_amount": 50, "reward_title": "Order reward"}
-
-
-class Recording:
-    def __init__(self, events: list[str]) -> None:
-        self.events = events
-
-    async def acquire(self) -> None:
-        self.events.append("limiter")
 
 
 @pytest.fixture
@@ -51,7 +43,7 @@ def relay_settings(make_settings: Callable[..., Settings]) -> Settings:
 @pytest.fixture
 def make_contlo(api, relay_settings, events) -> Callable[..., ContloClient]:
     def make(limiter: object | None = None) -> ContloClient:
-        return ContloClient(relay_settings, limiter or Recording(events),  # type: ignore[arg-type]
+        return ContloClient(relay_settings, limiter or RecordingLimiter(events),  # type: ignore[arg-type]
                             http=mocked_http(api, BASE))
     return make
 
@@ -181,4 +173,4 @@ async def test_the_shared_limiter_paces_every_process(
 
 def test_the_relay_must_be_configured(settings: Settings) -> None:
     with pytest.raises(ValueError, match="CONTLO_API_KEY"):
-        ContloClient(settings, Recording([]))
+        ContloClient(settings, RecordingLimiter([]))

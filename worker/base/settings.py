@@ -218,7 +218,7 @@ class Settings(CoreSettings):
     def _relays_set(self) -> Settings:
         """Per relay, some of its required settings but not all: stop, naming the missing."""
         missing: list[str] = []
-        for required in (_TOGGLE_RELAY, _NECTOR_RELAY):
+        for required in (TOGGLE_RELAY_SETTINGS, NECTOR_RELAY_SETTINGS):
             absent = [name for name in required if getattr(self, name) is None]
             if 0 < len(absent) < len(required):
                 missing += absent
@@ -244,8 +244,8 @@ class Settings(CoreSettings):
 
 
 # What each relay needs, all or none.
-_TOGGLE_RELAY = ("TOGGLE_WEBHOOK_SECRET", "ATREEMO_WEBHOOK_URL", "ATREEMO_WEBHOOK_SECRET")
-_NECTOR_RELAY = ("NECTOR_WEBHOOK_SECRET", "CONTLO_API_KEY")
+TOGGLE_RELAY_SETTINGS = ("TOGGLE_WEBHOOK_SECRET", "ATREEMO_WEBHOOK_URL", "ATREEMO_WEBHOOK_SECRET")
+NECTOR_RELAY_SETTINGS = ("NECTOR_WEBHOOK_SECRET", "CONTLO_API_KEY")
 
 
 class WebSettings(Settings):

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from worker.base.http import error_detail
 from worker.base.logs import Redactor
-from worker.base.settings import _NECTOR_RELAY, _TOGGLE_RELAY, Settings
+from worker.base.settings import NECTOR_RELAY_SETTINGS, TOGGLE_RELAY_SETTINGS, Settings
 from worker.faces.cli.doctor_result import FAIL, OK, SKIP, WARN, Check
 from worker.faces.cli.output import age_text
 from worker.faces.runtime import get_store
@@ -28,7 +28,7 @@ from worker.systems.atreemo import probe as atreemo_probe
 from worker.systems.contlo import probe as contlo_probe
 
 # Per relay: the settings it needs all of, and the doctor row of its destination.
-RELAYS = {"toggle": (_TOGGLE_RELAY, "atreemo"), "nector": (_NECTOR_RELAY, "contlo")}
+RELAYS = {"toggle": (TOGGLE_RELAY_SETTINGS, "atreemo"), "nector": (NECTOR_RELAY_SETTINGS, "contlo")}
 NAMES = ("atreemo", "contlo", "relay backlog")
 # As alerts.yml's PointsyncRelayBehind: an event still undelivered after an hour.
 BEHIND_SECONDS = 3600

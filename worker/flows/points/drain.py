@@ -5,6 +5,7 @@ pushguard), so neither flow overwrites the other's newer balance."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from worker.base.locks import held_lock
 from worker.base.money import cents_to_decimal, from_utc_micros
 from worker.flows.parts import Parts
 from worker.flows.points.receipts import booking_time
+from worker.flows.points.ties import balance_at
 from worker.store.database import Store
 from worker.store.engine import utcnow
 from worker.store.ledger import Ledger, LedgerRow
@@ -87,6 +89,7 @@ async def _apply(parts: Parts, ledger: Ledger, rows: list[LedgerRow]) -> int:
         if held is None or _order(row) > _order(held):
             newest[row.contact_id] = row
         covered.setdefault(row.contact_id, []).append(row.reference)
+    tied = _tied_contacts(rows, newest)
     heads = list(newest.values())
     claim = await parts.guard.claim_for_points([r.contact_id for r in heads])
     busy = [heads[i] for i in claim.busy]
@@ -100,6 +103,11 @@ async def _apply(parts: Parts, ledger: Ledger, rows: list[LedgerRow]) -> int:
             to_push = []
             for row in mine:
                 state = states.get(row.contact_id)
+                if row.contact_id in tied or _ties_with_sent(row, state):
+                    settled = await _settle_tie(parts, ledger, row, covered)
+                    if settled is None:
+                        continue  # deferred: the history will say later
+                    row = settled
                 if state is None or state.sent_mutated_us is None or _newer(row, state):
                     to_push.append(row)
                 else:
@@ -116,10 +124,41 @@ async def _apply(parts: Parts, ledger: Ledger, rows: list[LedgerRow]) -> int:
 
 
 def _newer(row: LedgerRow, state: Any) -> bool:
+    """Whether the row's balance is newer than what Engage was sent. At the same time with
+    other cents it is: a booked row at a tie has by then been settled from the history."""
     if row.balance_mutated_us > state.sent_mutated_us:
         return True
     return row.balance_mutated_us == state.sent_mutated_us and \
         row.balance_cents != state.sent_cents
+
+
+def _tied_contacts(rows: list[LedgerRow], newest: dict[str, LedgerRow]) -> set[str]:
+    """Contacts with another row at their newest row's time and other cents."""
+    return {
+        row.contact_id for row in rows
+        if (head := newest[row.contact_id]) is not row
+        and row.balance_mutated_us == head.balance_mutated_us
+        and row.balance_cents != head.balance_cents
+    }
+
+
+def _ties_with_sent(row: LedgerRow, state: Any) -> bool:
+    return state is not None and state.sent_mutated_us == row.balance_mutated_us and \
+        state.sent_cents != row.balance_cents
+
+
+async def _settle_tie(
+    parts: Parts, ledger: Ledger, row: LedgerRow, covered: dict[str, list[str]]
+) -> LedgerRow | None:
+    """The row carrying the balance Treazure's history shows last at its time, or None
+    (its contact's rows deferred) while the history cannot say."""
+    mutated_us = row.balance_mutated_us or 0
+    cents = await balance_at(parts, row.contact_id, mutated_us)
+    if cents is None:
+        ledger.defer(covered[row.contact_id], ENGAGE_RETRY_SECONDS,
+                     "booked; two balances at one Treazure time, waiting for its history")
+        return None
+    return dataclasses.replace(row, balance_cents=cents)
 
 
 async def _push(

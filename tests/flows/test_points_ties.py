@@ -45,6 +45,15 @@ def book(ledger: Ledger, reference: str, cents: int) -> None:
     ledger.booked(reference, cents, tied_at())
 
 
+@pytest.fixture
+def two_tied(flow: FlowParts) -> Ledger:
+    """Booked in our order 'second' then 'first', both at TIE."""
+    ledger = Ledger(flow.store)
+    book(ledger, "ref-second", 140_000)
+    book(ledger, "ref-first", 150_000)
+    return ledger
+
+
 def answer_history(remotes: FakeRemotes, *entries: dict[str, object]) -> list[httpx.Request]:
     seen: list[httpx.Request] = []
 
@@ -57,18 +66,15 @@ def answer_history(remotes: FakeRemotes, *entries: dict[str, object]) -> list[ht
 
 
 async def test_a_tie_between_two_bookings_pushes_the_balance_treazure_booked_last(
-    flow: FlowParts, remotes: FakeRemotes
+    flow: FlowParts, remotes: FakeRemotes, two_tied: Ledger
 ) -> None:
-    ledger = Ledger(flow.store)
-    # Booked in our order 'second' then 'first'; Treazure booked 'first' then 'second'.
-    book(ledger, "ref-second", 140_000)
-    book(ledger, "ref-first", 150_000)
+    # Treazure booked 'first' then 'second'.
     answer_history(remotes, entry("ref-first", 5, 1500.0), entry("ref-second", -100, 1400.0))
     assert await drain(flow) == 2
     assert remotes.engage == {A: 1400.0}
     state = flow.store.contact_states([A])[A]
     assert (state.sent_cents, state.sent_mutated_us) == (140_000, tied_at())
-    assert {ledger.get(r).state for r in ("ref-first", "ref-second")} == {"applied"}
+    assert {two_tied.get(r).state for r in ("ref-first", "ref-second")} == {"applied"}
 
 
 async def test_a_booking_tied_with_what_engage_holds_is_not_pushed_when_treazure_booked_it_first(
@@ -96,16 +102,13 @@ async def test_a_booking_tied_with_what_engage_holds_is_pushed_when_treazure_boo
 
 
 async def test_a_tie_waits_while_the_history_is_unreadable(
-    flow: FlowParts, remotes: FakeRemotes
+    flow: FlowParts, remotes: FakeRemotes, two_tied: Ledger
 ) -> None:
-    ledger = Ledger(flow.store)
-    book(ledger, "ref-second", 140_000)
-    book(ledger, "ref-first", 150_000)
     remotes.forget[0].get(HISTORY).respond(503, text="down")
     assert await drain(flow, budget_seconds=0.5) == 0
     assert remotes.pushed_contacts() == []
-    assert {ledger.get(r).state for r in ("ref-first", "ref-second")} == {"booked"}
-    assert all(ledger.get(r).next_attempt_at for r in ("ref-first", "ref-second"))
+    assert {two_tied.get(r).state for r in ("ref-first", "ref-second")} == {"booked"}
+    assert all(two_tied.get(r).next_attempt_at for r in ("ref-first", "ref-second"))
 
 
 async def test_the_same_balance_twice_at_one_time_needs_no_history(

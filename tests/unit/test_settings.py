@@ -182,3 +182,45 @@ def test_exit_on_config_error_exits_78_with_one_line_on_stderr(
     assert len(lines) == 1
     assert "TREAZURE_BASE_URL is required but not set" in lines[0]
     assert "ENGAGE_API_KEY is required but not set" in lines[0]
+
+
+DATABASE_URLS = [
+    "sqlite:///pointsync.db",
+    "sqlite://",
+    "sqlite:////var/lib/pointsync/p.db",
+    "postgresql+psycopg://pointsync:db-pw-%40K8s@db:5432/pointsync",
+    "postgresql://u@[::1]:5432/db?sslmode=require&x=1&x=2",
+    "postgresql://db:/pointsync",
+    "mysql+pymysql://u:p@host/db?charset=utf8mb4",
+    "postgresql://u:p@host:54x2/db",
+    "postgresql://u:p@host:-1/db",
+    "pointsync.db",
+    "",
+    "://host/db",
+    "sqlite:/pointsync.db",
+    "postgres ql://host/db",
+]
+
+
+@pytest.mark.parametrize("url", DATABASE_URLS)
+def test_database_url_is_judged_as_sqlalchemy_would(url: str) -> None:
+    # The check does not import SQLAlchemy (the worker's main process never does): it must
+    # still accept exactly what make_url accepts.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+        accepted = True
+    except (ArgumentError, ValueError, TypeError):
+        accepted = False
+    assert settings_module.is_database_url(url) is accepted
+
+
+def test_a_malformed_database_url_is_named(env: pytest.MonkeyPatch) -> None:
+    env.setenv("DATABASE_URL", "pointsync.db")
+
+    part = _part_about(str(_load_error()), "DATABASE_URL")
+
+    assert "DATABASE_URL is malformed" in part
+    assert "SQLAlchemy URL" in part

@@ -68,8 +68,8 @@ def celery_config(settings: CoreSettings) -> dict[str, Any]:
         # transactions (a fresh child rebuilds its clients and pays a slow first request).
         "worker_max_memory_per_child": 500_000,  # KiB
         # One beat at a time: redbeat holds a lock in Redis; a second beat waits on it.
-        # Beat rides out a Redis outage (see schedule.OutageTolerantScheduler).
-        "beat_scheduler": "worker.faces.celery.schedule.OutageTolerantScheduler",
+        # Beat rides out a Redis outage (see beat.OutageTolerantScheduler).
+        "beat_scheduler": "worker.faces.celery.beat.OutageTolerantScheduler",
         "redbeat_redis_url": settings.REDIS_URL,
         "redbeat_key_prefix": "pointsync:redbeat:",
         "redbeat_lock_timeout": 300,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import httpx
 
-from worker.base.http import deliver_once, make_client
+from worker.base.destination import Destination
 from worker.base.ratelimit import SlotLimiter
 from worker.base.settings import Settings
 from worker.base.signatures import hmac_sha256
@@ -29,7 +29,9 @@ def toggle_signature(secret: str, body: bytes) -> str:
     return hmac_sha256(secret.encode("utf-8"), body).hex()
 
 
-class AtreemoClient:
+class AtreemoClient(Destination):
+    service = SERVICE
+
     def __init__(
         self,
         settings: Settings,
@@ -39,24 +41,10 @@ class AtreemoClient:
         if settings.ATREEMO_WEBHOOK_URL is None or settings.ATREEMO_WEBHOOK_SECRET is None:
             raise ValueError("the Toggle relay is off: ATREEMO_WEBHOOK_URL and "
                              "ATREEMO_WEBHOOK_SECRET are not set")
+        super().__init__(settings, limiter, "", http)
         self._url = str(settings.ATREEMO_WEBHOOK_URL)
         self._secret = settings.ATREEMO_WEBHOOK_SECRET.get_secret_value()
-        self._limiter = limiter
         self._user_agent = settings.USER_AGENT
-        self._http = http or make_client(
-            "",
-            timeout=settings.HTTP_TIMEOUT_SECONDS,
-            connect_timeout=settings.HTTP_CONNECT_TIMEOUT_SECONDS,
-        )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> AtreemoClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     def headers_for(self, raw_body: bytes) -> dict[str, str]:
         return {
@@ -67,7 +55,4 @@ class AtreemoClient:
 
     async def deliver(self, raw_body: bytes) -> None:
         """POST Toggle's envelope byte for byte; return once Atreemo accepted it (2xx)."""
-        await self._limiter.acquire()
-        request = self._http.build_request(
-            "POST", self._url, content=raw_body, headers=self.headers_for(raw_body))
-        await deliver_once(self._http, SERVICE, request)
+        await self.deliver_request("POST", self._url, raw_body, self.headers_for(raw_body))

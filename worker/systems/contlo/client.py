@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from worker.base.http import deliver_once, make_client
+from worker.base.destination import Destination
 from worker.base.ratelimit import SlotLimiter
 from worker.base.settings import Settings
 
@@ -35,7 +35,9 @@ def track_body(event: str, email: str | None, phone: str | None,
     return orjson.dumps(body)
 
 
-class ContloClient:
+class ContloClient(Destination):
+    service = SERVICE
+
     def __init__(
         self,
         settings: Settings,
@@ -44,7 +46,7 @@ class ContloClient:
     ) -> None:
         if settings.CONTLO_API_KEY is None:
             raise ValueError("the Nector relay is off: CONTLO_API_KEY is not set")
-        self._limiter = limiter
+        super().__init__(settings, limiter, str(settings.CONTLO_BASE_URL), http)
         # Sent on every request, also through a client handed in (tests, shared pools).
         self._headers = {
             "X-API-KEY": settings.CONTLO_API_KEY.get_secret_value(),
@@ -52,20 +54,6 @@ class ContloClient:
             "Accept": "application/json",
             "User-Agent": settings.USER_AGENT,
         }
-        self._http = http or make_client(
-            str(settings.CONTLO_BASE_URL),
-            timeout=settings.HTTP_TIMEOUT_SECONDS,
-            connect_timeout=settings.HTTP_CONNECT_TIMEOUT_SECONDS,
-        )
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> ContloClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def track(
         self,
@@ -77,8 +65,6 @@ class ContloClient:
     ) -> None:
         """Track one event for the profile with this email and/or phone; return once Contlo
         accepted it."""
-        await self._limiter.acquire()
-        request = self._http.build_request(
-            "POST", TRACK_PATH, headers=self._headers,
-            content=track_body(event, email, phone, properties, profile_properties))
-        await deliver_once(self._http, SERVICE, request)
+        await self.deliver_request(
+            "POST", TRACK_PATH,
+            track_body(event, email, phone, properties, profile_properties), self._headers)

@@ -18,6 +18,10 @@ from typing import Protocol
 class BadSignature(Exception):
     """The request is not proven to come from the sender: answered 401, never processed."""
 
+    @classmethod
+    def mismatch(cls) -> BadSignature:
+        return cls("signature: does not match the body (wrong secret or altered body)")
+
 
 class SignatureVerifier(Protocol):
     def verify(self, body: bytes, headers: Mapping[str, str]) -> None:

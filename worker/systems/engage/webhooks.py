@@ -47,8 +47,7 @@ class SvixVerifier:
                     from None
             if "Invalid Signature Headers" in why:
                 raise BadSignature("timestamp: svix-timestamp is not a Unix time") from None
-            raise BadSignature(
-                "signature: does not match the body (wrong secret or altered body)") from None
+            raise BadSignature.mismatch() from None
         except UnicodeDecodeError:
             raise BadSignature("signature: cannot be checked, the body is not UTF-8") from None
         except ValueError:  # svix splits and base64-decodes the header unguarded

@@ -10,12 +10,12 @@ an event — what its order is kept within — is the customer.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from worker.base.event_body import NotAnObject, event_time, json_object
 from worker.base.signatures import BadSignature, check_timestamp, hmac_sha256, same_secret
 
 HMAC_HEADER = "x-nector-webhook-hmac"
@@ -44,8 +44,7 @@ class NectorVerifier:
             raise BadSignature(f"signature: missing header {', '.join(missing)}")
         check_timestamp(sent, self.tolerance, header=TIMESTAMP_HEADER)
         if not sent.isascii() or not same_secret(given, self.sign(sent, body)):
-            raise BadSignature(
-                "signature: does not match the body (wrong secret or altered body)")
+            raise BadSignature.mismatch()
 
 
 class BadNectorEvent(Exception):
@@ -68,12 +67,10 @@ def read_event(body: bytes, headers: Mapping[str, str], received_at: datetime) -
     if not topic or len(topic) > 128:
         raise BadNectorEvent(f"{TOPIC_HEADER}: missing or longer than 128 characters")
     try:
-        fields = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadNectorEvent("body: not valid JSON") from None
-    if not isinstance(fields, dict):
-        raise BadNectorEvent("body: must be a JSON object")
-    return NectorEvent(delivery_id, topic, _time(fields.get("created_at"), received_at),
+        fields = json_object(body)
+    except NotAnObject as exc:
+        raise BadNectorEvent(str(exc)) from None
+    return NectorEvent(delivery_id, topic, event_time(fields.get("created_at"), received_at),
                        subject_of(fields, delivery_id))
 
 
@@ -86,18 +83,3 @@ def subject_of(fields: Mapping[str, Any], delivery_id: str) -> str:
             return f"{prefix}:{str(value).strip().lower() if prefix == 'email' else value}"
     return f"delivery:{delivery_id}"
 
-
-def _time(value: Any, fallback: datetime) -> datetime:
-    """`created_at` as ISO 8601 or Unix seconds [format assumed]; else `fallback`."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            return datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError):
-            return fallback
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return fallback
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return fallback

@@ -9,12 +9,12 @@ or the order it is about, read from `data.object` per the contract's [assumed] s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from worker.base.event_body import NotAnObject, event_time, json_object
 from worker.base.signatures import BadSignature, hmac_sha256, same_secret
 
 SIGNATURE_HEADER = "Toggle-Signature"
@@ -44,8 +44,7 @@ class ToggleVerifier:
         if not given:
             raise BadSignature(f"signature: missing header {SIGNATURE_HEADER}")
         if not same_secret(given, self.sign(body)):
-            raise BadSignature(
-                "signature: does not match the body (wrong secret or altered body)")
+            raise BadSignature.mismatch()
 
 
 class BadToggleEvent(Exception):
@@ -64,11 +63,9 @@ def read_event(body: bytes, received_at: datetime) -> ToggleEvent:
     """The envelope's id, type, creation time and subject; BadToggleEvent naming the field.
     An event without a usable `created_at` is placed at `received_at`."""
     try:
-        envelope = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadToggleEvent("body: not valid JSON") from None
-    if not isinstance(envelope, dict):
-        raise BadToggleEvent("body: must be a JSON object")
+        envelope = json_object(body)
+    except NotAnObject as exc:
+        raise BadToggleEvent(str(exc)) from None
     event_id = envelope.get("id")
     if isinstance(event_id, bool) or not isinstance(event_id, int | str) or event_id == "":
         raise BadToggleEvent("id: missing or not a number or text")
@@ -80,7 +77,7 @@ def read_event(body: bytes, received_at: datetime) -> ToggleEvent:
         raise BadToggleEvent("type: missing or not a text")
     data = envelope.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
-    return ToggleEvent(event_id, kind.lower(), _time(envelope.get("created_at"), received_at),
+    return ToggleEvent(event_id, kind.lower(), event_time(envelope.get("created_at"), received_at),
                        subject_of(obj, event_id))
 
 
@@ -107,12 +104,3 @@ def _id(value: Any) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool)) or (
         isinstance(value, str) and 0 < len(value) <= 64)
 
-
-def _time(value: Any, fallback: datetime) -> datetime:
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return fallback
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return fallback

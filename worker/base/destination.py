@@ -8,7 +8,7 @@ from typing import Self
 
 import httpx
 
-from worker.base.http import deliver_once, make_client
+from worker.base.http import Retryable, deliver_once, make_client
 from worker.base.ratelimit import SlotLimiter
 from worker.base.settings import Settings
 
@@ -40,6 +40,11 @@ class Destination:
     async def deliver_request(self, method: str, url: str, content: bytes,
                               headers: dict[str, str]) -> None:
         """One attempt; returns once the destination accepted it (2xx)."""
-        await self._limiter.acquire()
+        try:
+            await self._limiter.acquire()
+        except Exception as exc:  # Redis, say, that keeps the shared limit: nothing went out
+            raise Retryable(self.service,
+                            f"rate limit not reachable, not sent: {type(exc).__name__}: {exc}"
+                            ) from exc
         request = self._http.build_request(method, url, content=content, headers=headers)
         await deliver_once(self._http, self.service, request)

@@ -140,7 +140,7 @@ async def _deliver_one(
         relays.fail(row.key, exc.reason, held.until)
         log.warning("relay %s: refused by %s: %s", row.key, row.destination, exc.reason)
         return FAILED, None
-    except Exception as exc:  # anything else (Redis for the rate limit, say): maybe sent
+    except Exception as exc:  # anything else, unforeseen: it may have been sent
         log.exception("relay %s: unexpected error", row.key)
         return _retry(relays, row, held.until, f"{type(exc).__name__}: {exc}"[:300], None,
                       max_age_seconds, uncertain=True)

@@ -7,7 +7,7 @@ import redis
 import respx
 
 from tests.support.unit import mocked_http
-from worker.base.destination import Destination
+from worker.base.destination import DestinationClient
 from worker.base.http import Retryable
 from worker.base.settings import Settings
 
@@ -21,7 +21,7 @@ class DownLimiter:
         raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379")
 
 
-class Probe(Destination):
+class Probe(DestinationClient):
     service = "probe"
 
 

@@ -13,8 +13,8 @@ from worker.base.ratelimit import SlotLimiter
 from worker.base.settings import Settings
 
 
-class Destination:
-    """A relay destination: `deliver_request` waits for a slot of the destination's rate
+class DestinationClient:
+    """A relay destination's HTTP side: `deliver_request` waits for a slot of the destination's rate
     limit, then sends once (classified by `deliver_once`)."""
 
     service: str

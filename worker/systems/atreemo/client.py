@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import httpx
 
-from worker.base.destination import Destination
+from worker.base.destination import DestinationClient
 from worker.base.ratelimit import SlotLimiter
 from worker.base.settings import Settings
 from worker.base.signatures import hmac_sha256
@@ -29,7 +29,7 @@ def toggle_signature(secret: str, body: bytes) -> str:
     return hmac_sha256(secret.encode("utf-8"), body).hex()
 
 
-class AtreemoClient(Destination):
+class AtreemoClient(DestinationClient):
     service = SERVICE
 
     def __init__(

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from worker.base.destination import Destination
+from worker.base.destination import DestinationClient
 from worker.base.ratelimit import SlotLimiter
 from worker.base.settings import Settings
 
@@ -35,7 +35,7 @@ def track_body(event: str, email: str | None, phone: str | None,
     return orjson.dumps(body)
 
 
-class ContloClient(Destination):
+class ContloClient(DestinationClient):
     service = SERVICE
 
     def __init__(

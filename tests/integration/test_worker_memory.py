@@ -1,17 +1,22 @@
 """What keeps a worker's processes lean: the schema upgraded in a forked child (the worker
-never loads Alembic), httpx without its command-line tool. Each check runs in a fresh
-interpreter, since this test process has imported much already."""
+never loads Alembic), httpx without its command-line tool, the store and the clients loaded
+only by a pool child that runs a task. Each check runs in a fresh interpreter or a real
+worker, since this test process has imported much already."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
+from celery import Celery
 from sqlalchemy import create_engine, inspect
 
-from worker.faces.runtime import SchemaUpgradeFailed, prepare_schema_apart
+from sims.harness import CeleryProcess
+from worker.faces.schema_apart import SchemaUpgradeFailed, prepare_schema_apart
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +32,7 @@ def test_the_schema_is_upgraded_in_a_child_and_alembic_never_loaded_here(
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     loaded = _fresh(
         "import sys\n"
-        "from worker.faces.runtime import prepare_schema_apart\n"
+        "from worker.faces.schema_apart import prepare_schema_apart\n"
         f"prepare_schema_apart({url!r})\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n")
     assert loaded == "[]"
@@ -58,3 +63,29 @@ def test_httpx_comes_without_its_command_line_tool_after_worker() -> None:
                     "tops = {m.split('.')[0] for m in sys.modules}\n"
                     "print(sorted(tops & {'rich', 'pygments'}))\n")
     assert loaded == "[]"
+
+
+# Compiled parts of what the runtime loads (the store's SQLAlchemy, the clients' msgspec):
+# a process that has imported them maps these files.
+RUNTIME_LIBRARIES = ("/sqlalchemy/", "/msgspec/")
+
+
+def _maps_runtime(pid: int) -> bool:
+    return any(any(lib in m.path for lib in RUNTIME_LIBRARIES)
+               for m in psutil.Process(pid).memory_maps(grouped=True))
+
+
+def test_only_the_pool_child_that_runs_a_task_loads_the_store_and_clients(
+        start_worker: Callable[..., CeleryProcess], client: Celery) -> None:
+    # The main process registers the tasks but runs none: every page it holds is in each
+    # pool child too, so what it need not load, no process carries until it runs a task.
+    worker = start_worker(concurrency=2)
+    main = worker.proc.pid
+    children = [child.pid for child in psutil.Process(main).children()]
+    assert len(children) == 2
+    assert [_maps_runtime(pid) for pid in (main, *children)] == [False, False, False]
+
+    assert client.send_task("pointsync.purge_history").get(timeout=60) == {"removed": 0}
+
+    assert not _maps_runtime(main)
+    assert sorted(_maps_runtime(pid) for pid in children) == [False, True]

@@ -19,6 +19,7 @@ from worker.base.arguments import InvalidArgument
 from worker.faces.celery import giftcard_tasks as tasks
 from worker.faces.celery import tasks as booking_tasks
 from worker.faces.celery.app import app as celery_app
+from worker.flows.giftcards import issue, redeem, till
 from worker.systems.toggle.cards import mask_card_number
 
 CARD = "6301190000000010001"
@@ -99,15 +100,15 @@ def stand_ins(toggle, monkeypatch) -> list[tuple[str, Any]]:
         calls.append(("reverse", (reference, site, source)))
         return Outcome(reference=f"{reference}-REVERSAL", state="applied", retry_in=None)
 
-    async def redeem(parts, request, source):
+    async def redeem_card(parts, request, source):
         calls.append(("redeem", request))
         return Outcome(reference=request.reference, state="done", retry_in=None,
                        points_state="applied")
 
-    monkeypatch.setattr(tasks.till, "adjust_gift_card", adjust)
-    monkeypatch.setattr(tasks.till, "card_balance", balance)
-    monkeypatch.setattr(tasks.till, "reverse_gift_card", reverse)
-    monkeypatch.setattr(tasks.redeem, "redeem_points_for_gift_card", redeem)
+    monkeypatch.setattr(till, "adjust_gift_card", adjust)
+    monkeypatch.setattr(till, "card_balance", balance)
+    monkeypatch.setattr(till, "reverse_gift_card", reverse)
+    monkeypatch.setattr(redeem, "redeem_points_for_gift_card", redeem_card)
     return calls
 
 
@@ -145,7 +146,7 @@ def test_an_outcome_due_again_soon_is_sent_again_as_the_same_call(toggle, monkey
     async def pending(parts, request, source):
         return Outcome(reference=request.reference, state="received", retry_in=2.0)
 
-    monkeypatch.setattr(tasks.issue, "issue_gift_card", pending)
+    monkeypatch.setattr(issue, "issue_gift_card", pending)
     monkeypatch.setattr(tasks.issue_gift_card, "apply_async",
                         lambda **options: sent.append(options))
     tasks.issue_gift_card.apply(kwargs={"value": "5"}, task_id="t-7").get()
@@ -164,9 +165,28 @@ def test_a_redemption_whose_points_are_booked_schedules_the_engage_drain(
         return Outcome(reference=request.reference, state="card_issued", retry_in=None,
                        points_state="booked")
 
-    monkeypatch.setattr(tasks.redeem, "redeem_points_for_gift_card", booked)
+    monkeypatch.setattr(redeem, "redeem_points_for_gift_card", booked)
     monkeypatch.setattr(booking_tasks.push_points, "apply_async", lambda **o: drains.append(o))
     tasks.redeem_points_for_gift_card.apply(kwargs={
         "contact_id": "6c1e2f4a-0b1c-4d2e-9f00-1a2b3c4d5e6f", "points": "10", "value": "1",
         "email": "guest@example.com"}, task_id="t-9").get()
     assert len(drains) == 1
+
+
+def test_toggles_outcomes_are_counted_once_a_task_loads_the_runtime(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The task modules no longer import Toggle's session (the worker's main process runs no
+    # task): the runner registers its outcome counter for /metrics when a task first runs.
+    from worker.base import telemetry
+    from worker.faces import runtime
+    from worker.faces.celery import lazy
+    from worker.systems.toggle import session
+
+    monkeypatch.setattr(telemetry, "_outcome_tallies", {})
+    monkeypatch.setattr(runtime, "run_with_parts", lambda work: "ran")
+    lazy._count_toggle_outcomes.cache_clear()
+    try:
+        assert lazy.run_with_parts(lambda parts: None) == "ran"
+        assert telemetry._outcome_tallies == {"toggle": session.OUTCOMES}
+    finally:
+        lazy._count_toggle_outcomes.cache_clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery, signals
@@ -106,16 +107,20 @@ def _require_full_settings(**_: Any) -> None:
         settings = get_settings()
     except ConfigError as exc:
         exit_on_config_error(exc)
-    from worker.faces.runtime import prepare_schema_apart
+    from worker.faces.schema_apart import prepare_schema_apart
 
-    # In a child process: the worker and its pool children never hold Alembic.
+    # In a child process: the worker and its pool children never hold Alembic, and the
+    # worker itself (which runs no task) never loads SQLAlchemy.
     prepare_schema_apart(settings.DATABASE_URL)
 
 
 def _after_fork(**_: Any) -> None:
-    from worker.faces.runtime import reset_after_fork
-
-    reset_after_fork()
+    """A new pool child drops its parent's connections and clients, if the parent had any:
+    where the worker never loaded the runtime (it runs no task) there is nothing to drop,
+    and importing it here would load the store and clients into an idle child."""
+    runtime = sys.modules.get("worker.faces.runtime")
+    if runtime is not None:
+        runtime.reset_after_fork()
 
 
 def _before_fork(**_: Any) -> None:

@@ -3,30 +3,26 @@
 Callers read these results, so they are kept (unlike the booking tasks'). A result and the
 task's arguments never hold a PIN, and card numbers only masked: what Flower and the result
 backend show is safe. A call without `reference` takes it from the task id (call_reference),
-so a redelivered message is the same call and acts once.
+so a redelivered message is the same call and acts once. Each body imports its flow
+(lazy.py says why; it also registers Toggle's outcome counts for /metrics).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.base import telemetry
 from worker.faces.celery.app import app
+from worker.faces.celery.lazy import run_with_parts
 from worker.faces.celery.tasks import NO_RESULT, call_reference, start_drain_if_booked
-from worker.faces.runtime import run_with_parts
-from worker.flows.giftcards import issue, redeem, till
 from worker.flows.giftcards.requests import (
     validate_adjust_request,
     validate_card_request,
     validate_redeem_request,
 )
-from worker.flows.giftcards.sweep import sweep_giftcards
-from worker.flows.parts import Parts
-from worker.systems.toggle import session
 from worker.systems.toggle.cards import mask_card_number
 
-# Toggle's answers by outcome reach /metrics with the response counts.
-telemetry.count_outcomes("toggle", session.OUTCOMES)
+if TYPE_CHECKING:
+    from worker.flows.parts import Parts
 
 SOURCE = "task"
 # An outcome due again this soon is sent again as the same call (the same reference);
@@ -48,6 +44,7 @@ def issue_gift_card(
 ) -> dict[str, Any]:
     """One Toggle order (one card) per `reference`, whatever fails; emailed by Toggle when
     `email` is given, handed over in venue otherwise (its PIN is not in this result)."""
+    from worker.flows.giftcards import issue
     request = validate_card_request(value, email, reference, message, note,
                                     fallback_reference=call_reference(self, "gc"))
     outcome = run_with_parts(lambda parts: issue.issue_gift_card(parts, request, SOURCE))
@@ -65,6 +62,7 @@ def redeem_points_for_gift_card(
 ) -> dict[str, Any]:
     """Take the points in Treazure once and issue one card for them; a card Toggle refuses
     for good gives the points back, once (state `refunded`, with Toggle's reason)."""
+    from worker.flows.giftcards import redeem
     request = validate_redeem_request(contact_id, points, value, email, description, reference,
                                       fallback_reference=call_reference(self, "gcr"))
 
@@ -90,6 +88,7 @@ def adjust_gift_card(
 ) -> dict[str, Any]:
     """One redemption (negative `value`) or top-up (positive) per `reference`, at a site of
     TOGGLE_SITES. The card number is an argument (the till needs it); results mask it."""
+    from worker.flows.giftcards import till
 
     async def work(parts: Parts) -> Any:
         request = validate_adjust_request(card_reference, value, site, reference,
@@ -112,6 +111,7 @@ def adjust_gift_card(
 def reverse_gift_card(reference: str, site: str) -> dict[str, Any]:
     """Reverse what `reference` made (an adjustment or a card order), once
     (`{reference}-REVERSAL` in Toggle)."""
+    from worker.flows.giftcards import till
     outcome = run_with_parts(
         lambda parts: till.reverse_gift_card(parts, reference, site, SOURCE))
     if (countdown := _again(outcome)) is not None:
@@ -123,6 +123,7 @@ def reverse_gift_card(reference: str, site: str) -> dict[str, Any]:
 @app.task(name="pointsync.gift_card_balance", track_started=False)
 def gift_card_balance(card_reference: str) -> dict[str, Any]:
     """The card's balance (a query; the number masked in the result)."""
+    from worker.flows.giftcards import till
     outcome = run_with_parts(lambda parts: till.card_balance(parts, card_reference))
     return dict(outcome.as_dict())
 
@@ -130,6 +131,8 @@ def gift_card_balance(card_reference: str) -> dict[str, Any]:
 @app.task(name="pointsync.sweep_giftcards", **NO_RESULT)
 def sweep_giftcards_task() -> dict[str, int]:
     """Finish gift-card orders, redemptions and till operations whose task was lost."""
+    from worker.flows.giftcards import till
+    from worker.flows.giftcards.sweep import sweep_giftcards
 
     async def work(parts: Parts) -> dict[str, int]:
         counts = await sweep_giftcards(parts)

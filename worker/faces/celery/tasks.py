@@ -1,20 +1,23 @@
-"""Thin tasks: parse arguments, call a flow, return a small JSON-serialisable summary."""
+"""Thin tasks: parse arguments, call a flow, return a small JSON-serialisable summary.
+
+Each body imports its flow (lazy.py says why: the worker's main process only registers
+these tasks)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.base.point_request import SOURCES, validate_contact_id, validate_request
 from worker.base.settings import get_settings
 from worker.faces.celery.app import app
-from worker.faces.runtime import get_store, remote, run_with_parts
-from worker.flows import history
-from worker.flows.parts import Parts
-from worker.flows.points import batch, booking, drain, record, sweep
-from worker.flows.sync.run import run_sync
-from worker.store.ledger import LedgerRow
+from worker.faces.celery.lazy import run_with_parts
+
+if TYPE_CHECKING:
+    from worker.flows.parts import Parts
+    from worker.flows.points import batch, record
+    from worker.store.ledger import LedgerRow
 
 
 class SyncFailed(Exception):
@@ -24,6 +27,8 @@ class SyncFailed(Exception):
 @app.task(name="pointsync.sync_balances", bind=True)
 def sync_balances(self: Any, since: str | None = None, until: str | None = None) -> dict[str, Any]:
     """One balance sync run; `since`/`until` (ISO times) override the window."""
+    from worker.faces.runtime import remote
+    from worker.flows.sync.run import run_sync
 
     async def main() -> dict[str, Any]:
         async with remote() as r:
@@ -73,6 +78,7 @@ def add_points(
     not finished here (Treazure down, say) stays in the ledger and the sweep finishes it.
     The result says `booked` when the Engage push is still to come (`pointsync points show`).
     """
+    from worker.flows.points import booking, record
     request = validate_request(contact_id, amount, description, reference,
                                fallback_reference=call_reference(self, "pts"))
     origin = source if source in SOURCES else "task"
@@ -98,6 +104,7 @@ def add_points(
 def book_received() -> dict[str, Any]:
     """Book the received webhook rows that are due, many at once (queued by the web
     process, one turn at a time: see flows/points/batch.py), then start the drain."""
+    from worker.flows.points import batch, drain, record
 
     async def work(parts: Parts) -> tuple[batch.BatchOutcome, bool, float | None]:
         outcome = await batch.book_received(parts)
@@ -142,6 +149,7 @@ NO_RESULT = {"ignore_result": True}
 async def start_drain_if_booked(parts: Parts, points_state: str | None) -> None:
     """A booked transaction's balance goes to Engage with the next drain: the first task
     that needs one schedules it (the drain then takes every row booked by then)."""
+    from worker.flows.points import drain
     if points_state == "booked" and await drain.take_push_turn(parts.redis):
         push_points.apply_async(countdown=PUSH_GATHER_SECONDS)
 
@@ -160,6 +168,7 @@ async def drain_turn(parts: Parts, budget_seconds: float = 30.0) -> tuple[int, f
     """A drain by the holder of the push turn: push, end the turn, then take it again if
     booked rows remain; (rows applied, seconds until the next drain is due, or None when
     nothing waits or a booking took the turn)."""
+    from worker.flows.points import drain
     applied = await drain.drain(parts, budget_seconds)
     await drain.end_push_turn(parts.redis)
     wait = drain.seconds_until_due(parts.store)
@@ -171,11 +180,13 @@ async def drain_turn(parts: Parts, budget_seconds: float = 30.0) -> tuple[int, f
 @app.task(name="pointsync.sweep_points", **NO_RESULT)
 def sweep_points() -> dict[str, int]:
     """Finish transactions whose task was lost, and push balances still waiting for Engage."""
+    from worker.flows.points import sweep
     return run_with_parts(lambda parts: sweep.sweep(parts, enqueue_row))
 
 
 def enqueue_row(row: LedgerRow) -> None:
     """Queue a recorded row again; nobody waits on this message, so it keeps no result."""
+    from worker.flows.points import record
     add_points.apply_async(kwargs=record.booking_arguments(row), **NO_RESULT)
 
 
@@ -186,6 +197,7 @@ HISTORY_PRIORITY = 9
 @app.task(name="pointsync.fetch_history", track_started=False)
 def fetch_history(contact_id: str) -> dict[str, Any]:
     """Fetch and store one contact's points history (incrementally once some is stored)."""
+    from worker.flows import history
     validate_contact_id(contact_id)
 
     async def work(parts: Parts) -> dict[str, Any]:
@@ -201,6 +213,7 @@ def fetch_history(contact_id: str) -> dict[str, Any]:
 def fetch_history_batch(contact_ids: list[str]) -> dict[str, int]:
     """One chunk of a refresh: many contacts, a bounded number of requests at once, for
     about HISTORY_CHUNK_SECONDS; what is left goes back in the queue as a new chunk."""
+    from worker.flows import history
 
     async def work(parts: Parts) -> tuple[dict[str, int], list[str]]:
         s = parts.settings
@@ -216,6 +229,7 @@ def fetch_history_batch(contact_ids: list[str]) -> dict[str, int]:
 @app.task(name="pointsync.refresh_history", **NO_RESULT)
 def refresh_history(run_id: int) -> dict[str, int]:
     """After a sync run: refresh the history of every contact it read, in chunk tasks."""
+    from worker.faces.runtime import get_store
     settings = get_settings()
     store = get_store(settings)
     chunks = contacts = 0
@@ -230,5 +244,7 @@ def refresh_history(run_id: int) -> dict[str, int]:
 @app.task(name="pointsync.purge_history")
 def purge_history() -> dict[str, int]:
     """Apply HISTORY_RETENTION_DAYS."""
+    from worker.faces.runtime import get_store
+    from worker.flows import history
     settings = get_settings()
     return {"removed": history.purge(get_store(settings), settings)}

@@ -167,6 +167,37 @@ async def test_an_unchanged_rerun_writes_no_row_and_marks_only_what_moved(
     assert parts.store.contact_states([B])[B].seen_run_id == first.run_id
 
 
+async def test_an_unchanged_rerun_is_compared_in_the_store_not_row_by_row(
+    parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store leaves out the rows read exactly as sent: nothing comes back for them,
+    and the per-contact read is not used; the counts are the same as before."""
+    remotes.add_page((A, 10, T1), (B, 20, T1), (C, 30, T1))
+    await sync(parts)
+    returned: list[int] = []
+    compare = parts.store.changed_contact_states
+
+    def spy(rows, run_id):  # type: ignore[no-untyped-def]
+        states = compare(rows, run_id)
+        returned.append(len(states))
+        return states
+
+    def per_contact_read(ids):  # type: ignore[no-untyped-def]
+        raise AssertionError("a sync run read contact states one contact at a time")
+
+    monkeypatch.setattr(parts.store, "changed_contact_states", spy)
+    monkeypatch.setattr(parts.store, "contact_states", per_contact_read)
+    remotes.pages = []
+    remotes.add_page((A, 10, T1), (B, 20, T1))
+    remotes.add_page((C, 31, T2))
+    remotes.pushes.clear()
+    summary = await sync(parts)
+    assert remotes.pushed_contacts() == [C]
+    assert (summary.counts.unchanged, summary.counts.pushed, summary.counts.unique_contacts) \
+        == (2, 1, 3)
+    assert sum(returned) == 1  # only C came back to be compared in Python
+
+
 async def test_same_balance_newer_time_raises_the_guard(parts: Parts,
                                                         remotes: FakeRemotes) -> None:
     """A=10@T1 sent; then A=10@T3 (unchanged) and A=5@T2 (older than T3) must not be sent."""

@@ -59,6 +59,24 @@ def test_contact_states_upsert(database_url: str) -> None:
     store.engine.dispose()
 
 
+def test_changed_contact_states_leave_out_rows_read_exactly_as_sent(
+        database_url: str) -> None:
+    store = open_store(database_url)
+    store.save_contact_states([("same", 100, 5, 1), ("cents", 100, 5, 1), ("newer", 100, 5, 1),
+                               ("older", 100, 5, 1), ("seen", 100, 5, 7), ("refused", None,
+                                                                          None, 1)])
+    rows = [("same", 100, 5), ("cents", 101, 5), ("newer", 100, 6), ("older", 100, 4),
+            ("seen", 100, 5), ("refused", 100, 5), ("never", 100, 5)]
+    states = {s.contact_id: s for s in store.changed_contact_states(rows, 7)}
+    assert set(states) == {"cents", "newer", "older", "seen", "refused", "never"}
+    assert tuple(states["cents"]) == ("cents", 100, 5, 1)
+    assert tuple(states["seen"]) == ("seen", 100, 5, 7)  # already seen by this run
+    assert tuple(states["never"]) == ("never", None, None, None)
+    assert tuple(states["refused"]) == ("refused", None, None, 1)
+    assert store.changed_contact_states([], 7) == []
+    store.engine.dispose()
+
+
 def test_running_runs_are_abandoned_and_runs_listed_newest_first(database_url: str) -> None:
     store = open_store(database_url)
     first = store.start_run(started_at=utcnow(), window_from=None, window_to=None,

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -96,6 +97,27 @@ class ContactQueries:
             rows = cursor.fetchall()
         return dict(zip(map(_contact_of, rows), map(_state, rows), strict=True))
 
+    def changed_contact_states(
+        self, rows: Sequence[Sequence[Any]], run_id: int
+    ) -> list[ContactState]:
+        """What Engage was last sent for the contacts of (contact, cents, mutated µs) rows,
+        leaving out each contact last sent exactly that balance at that time and not yet
+        marked by `run_id`: the rows a sync run reads unchanged, which it only counts.
+
+        A contact never sent comes back as (contact, None, None, None); so
+        `len(rows) - len(result)` rows are unchanged. The contacts must be distinct.
+        """
+        if not rows:
+            return []
+        # The rows go in as one JSON parameter and the compare runs in the database, in C
+        # and (sqlite3, psycopg) without the GIL: at a million rows a re-run with nothing
+        # changed otherwise spent most of its time building a state per unchanged contact.
+        query = _CHANGED_STATES[self.engine.dialect.name == "sqlite"]
+        with self.engine.connect() as conn:
+            cursor = conn.exec_driver_sql(
+                query, (orjson.dumps(list(map(tuple, rows))).decode(), run_id)).cursor
+            return list(map(_state, cursor.fetchall()))
+
     def save_contact_states(
         self,
         states: Iterable[tuple[str, int | None, int | None, int | None] | ContactState],
@@ -165,6 +187,27 @@ class ContactQueries:
                 .order_by(sync_rejections.c.id)
             ).mappings().all()
         return [dict(row) for row in rows]
+
+
+# The compare of changed_contact_states: a contact is left out when its row matches what
+# was sent, the same balance at the same time, and its seen run is not this run.
+_CHANGED_STATES = {
+    True: (  # SQLite: json_each over [[contact, cents, µs], ...]
+        "SELECT json_extract(j.value, '$[0]'), c.sent_cents, c.sent_mutated_us, c.seen_run_id "
+        "FROM json_each(?) AS j LEFT JOIN contact_balances AS c "
+        "ON c.contact_id = json_extract(j.value, '$[0]') "
+        "WHERE c.contact_id IS NULL OR c.sent_cents IS NOT json_extract(j.value, '$[1]') "
+        "OR c.sent_mutated_us IS NOT json_extract(j.value, '$[2]') OR c.seen_run_id IS ?"
+    ),
+    False: (  # PostgreSQL: jsonb_array_elements over the same
+        "SELECT j.v->>0, c.sent_cents, c.sent_mutated_us, c.seen_run_id "
+        "FROM jsonb_array_elements(%s::jsonb) AS j(v) LEFT JOIN contact_balances AS c "
+        "ON c.contact_id = j.v->>0 "
+        "WHERE c.contact_id IS NULL OR c.sent_cents IS DISTINCT FROM (j.v->>1)::bigint "
+        "OR c.sent_mutated_us IS DISTINCT FROM (j.v->>2)::bigint "
+        "OR c.seen_run_id IS NOT DISTINCT FROM %s"
+    ),
+}
 
 
 def _upsert_contact_states(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:

@@ -146,11 +146,13 @@ class Lanes:
             known.update((cid, flushing[cid]) for cid in batch.keys() & flushing.keys()
                          if cid not in known)
         unknown = [cid for cid in batch if cid not in known] if known else list(batch)
-        if unknown:
-            known.update(await self._read_db(self.store.contact_states, unknown))
-        pending = self.pending
         counts = self.counts
         force = self.force
+        if unknown and force:
+            known.update(await self._read_db(self.store.contact_states, unknown))
+        elif unknown:
+            batch = await self._compare_in_store(batch, unknown, known)
+        pending = self.pending
         to_push: list[BalanceEntry] = []
         if not known:  # contacts never sent before, as in a first sync: all go
             counts.unique_contacts += len(batch)
@@ -217,6 +219,27 @@ class Lanes:
                 self.flush_task.result()  # a failed flush fails the run here
             # In the background: the lanes go on pushing while the rows are written.
             self.flush_task = asyncio.create_task(self.flush())
+
+    async def _compare_in_store(
+        self, batch: dict[str, BalanceEntry], unknown: list[str],
+        known: dict[str, ContactState],
+    ) -> dict[str, BalanceEntry]:
+        """Compare the `unknown` rows with the store: rows read exactly as Engage was last
+        sent are counted unchanged here (the store leaves them out); the states of the
+        others go into `known` (a contact never sent stays out of it). Returns the rows
+        still to compare: `batch` less the unchanged ones."""
+        values = batch.values() if len(unknown) == len(batch) else map(batch.__getitem__,
+                                                                       unknown)
+        states = await self._read_db(
+            self.store.changed_contact_states, list(map(_first_three, values)), self.run_id)
+        same = len(unknown) - len(states)
+        self.counts.unchanged += same
+        self.counts.unique_contacts += same  # not yet seen by this run: the store says so
+        known.update((state[0], state) for state in states
+                     if state[1] is not None or state[2] is not None or state[3] is not None)
+        if not same:
+            return batch
+        return {cid: batch[cid] for cid in itertools.chain(known, map(_contact_of, states))}
 
     async def _claim(
         self, rows: list[BalanceEntry], lane: int

@@ -83,3 +83,23 @@ async def test_a_full_batch_is_one_call_with_every_status(guard: PushGuard) -> N
     assert claim.newer == list(range(5))
     assert claim.busy == list(range(5, 10))
     assert claim.claimed == list(range(10, 1000))
+
+
+async def test_a_sync_claim_answers_one_string_of_status_digits() -> None:
+    """A reply of a thousand integers cost the client more to parse than the claim itself:
+    the script answers one digit per contact (0 claimed, 1 busy, 2 newer sent)."""
+    redis = fakeredis.FakeAsyncRedis()
+    guard = PushGuard(redis, claim_ttl_seconds=60, marker_ttl_seconds=600)
+    held = await guard.claim_for_points([A, B])
+    await guard.release_points(held.token, [A], [(A, 50)])
+    replies: list[object] = []
+    script = guard._claim_sync
+
+    async def spy(**kwargs: object) -> object:
+        replies.append(reply := await script(**kwargs))
+        return reply
+
+    guard._claim_sync = spy  # type: ignore[assignment]
+    claim = await guard.claim_for_sync([(A, 10), (B, 10), (C, 10)])
+    assert replies == [b"210"]
+    assert (claim.newer, claim.busy, claim.claimed) == ([0], [1], [2])

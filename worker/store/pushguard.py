@@ -111,7 +111,7 @@ class PushGuard:
                 keys=[self._claims, self._sent, self._batches, self._batch(claim.token)],
                 args=[claim.token, self._claim_ttl_ms, "\n".join(contacts),
                       "\n".join(map(str, times))])
-            _sort(claim, statuses)
+            _sort_digits(claim, _text(statuses))
         return claim
 
     async def release_sync(self, tokens: Iterable[str]) -> None:
@@ -185,6 +185,14 @@ def _sort(claim: Claim, statuses: Sequence[int]) -> None:
     buckets = (claim.claimed, claim.busy, claim.newer)
     for index, status in enumerate(statuses):
         buckets[int(status)].append(index)
+
+
+def _sort_digits(claim: Claim, statuses: str) -> None:
+    """`_sort` for statuses given as one digit each; all claimed is the common case."""
+    if "1" not in statuses and "2" not in statuses:
+        claim.claimed.extend(range(len(statuses)))
+        return
+    _sort(claim, [int(status) for status in statuses])
 
 
 def _columns(rows: Iterable[tuple[str, int]]) -> tuple[str, str]:

@@ -38,7 +38,7 @@ end
 """
 
 # KEYS: claims, sent, batches, batch:<token>. ARGV: token, ttl ms, contacts, mutated µs.
-# One status per contact.
+# One status digit per contact, as one string (0 claimed, 1 busy, 2 newer sent).
 CLAIM_SYNC = HELPERS + """
 local claims = KEYS[1]
 local sent = KEYS[2]
@@ -69,7 +69,9 @@ if #taken > 0 then
   redis.call('ZADD', batches, now + ttl, token)
   outlive(batches, ttl)
 end
-return out
+-- One digit per contact in one string: a reply of a thousand integers cost the client
+-- more to parse than the script's work.
+return table.concat(out)
 """
 
 # KEYS: claims, claims:exp, batches, then the sets of the batches the caller knows of.

@@ -5,6 +5,8 @@ worker, since this test process has imported much already."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +17,7 @@ import pytest
 from celery import Celery
 from sqlalchemy import create_engine, inspect
 
-from sims.harness import CeleryProcess
+from sims.harness import CeleryProcess, _wait_until
 from worker.faces.schema_apart import SchemaUpgradeFailed, prepare_schema_apart
 
 pytestmark = pytest.mark.integration
@@ -89,3 +91,29 @@ def test_only_the_pool_child_that_runs_a_task_loads_the_store_and_clients(
 
     assert not _maps_runtime(main)
     assert sorted(_maps_runtime(pid) for pid in children) == [False, True]
+
+
+def test_the_worker_command_starts_the_same_worker_without_celerys_other_commands(
+        worker_env: dict[str, str], client: Celery, tmp_path: Path) -> None:
+    # `celery -A worker worker` would also load Flower's plugin (tornado, whose compiled
+    # speedups a process then maps) and the amqp shell's prompt_toolkit: the worker needs
+    # neither. The app's own options still apply (in JSON mode, no banner: only JSON lines).
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.faces.celery.worker_command", "--loglevel", "INFO",
+             "--concurrency", "1", "-n", "it-command@%h", "-Q", "celery"],
+            env={**os.environ, **worker_env, "LOG_FORMAT": "json"}, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+    worker = CeleryProcess(proc, log)
+    try:
+        _wait_until(lambda: "ready." in log.read_text() or proc.poll() is not None, 60,
+                    "the worker command")
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert client.send_task("pointsync.purge_history").get(timeout=60) == {"removed": 0}
+        lines = log.read_text().splitlines()
+        assert all(isinstance(json.loads(line), dict) for line in lines if line.strip())
+        mapped = {m.path for m in psutil.Process(proc.pid).memory_maps(grouped=True)}
+        assert not any("/tornado/" in path for path in mapped)
+    finally:
+        worker.stop(timeout=10)

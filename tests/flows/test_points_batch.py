@@ -1,7 +1,9 @@
 """Booking the webhook's received rows many at once (flows/points/batch.py): one round takes
 every due row, books each once with its requests in flight together, leaves rows that are
 not due, held or not the webhook's, and ends the turn before it reads the ledger (respx
-for Treazure, fakeredis, SQLite in memory)."""
+for Treazure, fakeredis, SQLite in memory). A round's requests go on the client's aiohttp
+session, which respx does not see: here they take the client's httpx instead, and
+test_points_round.py books rounds on aiohttp against a fake Treazure on a real socket."""
 
 from __future__ import annotations
 
@@ -22,10 +24,19 @@ from worker.flows.points.batch import BOOK_TURN, book_received, take_book_turn
 from worker.store.engine import utcnow
 from worker.store.ledger import Ledger
 from worker.store.pushguard import PushGuard
+from worker.systems.treazure.client import PointCalls, TreazureClient
 
 CONTACTS = [f"00000000-0000-0000-0000-0000000000d{k}" for k in range(5)]
 ACCOUNTS = f"{TREAZURE}/api/v1.0/LoyaltyVault/Account/"
 SETTLE = 7.5
+
+
+@pytest.fixture(autouse=True)
+def rounds_on_httpx(monkeypatch: pytest.MonkeyPatch) -> None:
+    def own_calls(client: TreazureClient) -> PointCalls:
+        return client
+
+    monkeypatch.setattr(TreazureClient, "round_calls", own_calls)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from worker.base.logs import bind_log_context
 from worker.flows.parts import Parts
 from worker.flows.points.booking import work_claimed
 from worker.store.ledger import Ledger, LedgerRow
+from worker.systems.treazure.client import PointCalls
 
 log = logging.getLogger("pointsync.points")
 
@@ -71,7 +72,9 @@ async def book_received(parts: Parts, limit: int = BATCH_LIMIT) -> BatchOutcome:
     rows = ledger.claim_due(WEBHOOK_SOURCE, parts.settings.POINTS_LEASE_SECONDS, limit)
     if not rows:
         return BatchOutcome(0, 0, None)
-    results = await asyncio.gather(*(_one(parts, ledger, row) for row in rows),
+    # The round's requests go on the client's aiohttp session (kept between rounds).
+    calls = parts.treazure.round_calls()
+    results = await asyncio.gather(*(_one(parts, ledger, row, calls) for row in rows),
                                    return_exceptions=True)
     retries: list[float] = []
     settled = 0
@@ -87,6 +90,7 @@ async def book_received(parts: Parts, limit: int = BATCH_LIMIT) -> BatchOutcome:
                         full=len(rows) >= limit)
 
 
-async def _one(parts: Parts, ledger: Ledger, row: LedgerRow) -> float | None:
+async def _one(parts: Parts, ledger: Ledger, row: LedgerRow, calls: PointCalls
+               ) -> float | None:
     bind_log_context(reference=row.reference)  # this booking's own context (a task's copy)
-    return await work_claimed(parts, ledger, row)
+    return await work_claimed(parts, ledger, row, calls)

@@ -31,6 +31,7 @@ from worker.flows.points.receipts import booking_time, read_booking
 from worker.flows.points.record import Outcome, record
 from worker.store.engine import utcnow
 from worker.store.ledger import LeaseLost, Ledger, LedgerRow
+from worker.systems.treazure.client import PointCalls
 
 log = logging.getLogger("pointsync.points")
 
@@ -63,10 +64,13 @@ async def process(parts: Parts, reference: str) -> Outcome:
     return Outcome.of(ledger.row(reference), retry_in=retry_in)
 
 
-async def work_claimed(parts: Parts, ledger: Ledger, row: LedgerRow) -> float | None:
+async def work_claimed(parts: Parts, ledger: Ledger, row: LedgerRow,
+                       calls: PointCalls | None = None) -> float | None:
     """Book a row whose lease this worker just took, and let go of it; returns the seconds
     until the row is due again when it was let go unfinished (None: booked or failed, or
-    the lease was lost to another worker)."""
+    the lease was lost to another worker). `calls`: where the booking and its history
+    read go (the client's httpx unless given; a round gives its aiohttp session)."""
+    calls = calls or parts.treazure
     reference = row.reference
     assert row.lease_until is not None
     lease = Lease(reference, row.lease_until, parts.settings.POINTS_LEASE_SECONDS)
@@ -77,7 +81,7 @@ async def work_claimed(parts: Parts, ledger: Ledger, row: LedgerRow) -> float | 
         if row.state == "received":
             try:
                 async with lease.kept(ledger):
-                    retry_in = await _book(parts, ledger, row, lease)
+                    retry_in = await _book(parts, ledger, row, lease, calls)
                     settled = retry_in is None
             except TimeoutError:  # the lease could not be kept: the work was cut short
                 retry_in = 0.0
@@ -98,12 +102,13 @@ class _TryAgain:
     settling: bool = False
 
 
-async def _book(parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease) -> float | None:
+async def _book(parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease,
+                calls: PointCalls) -> float | None:
     """Try to book a few times here; returns when the row should be tried again (None: the
     row is booked or failed)."""
     s = parts.settings
     for attempt in range(1, s.POINTS_INLINE_ATTEMPTS + 1):
-        outcome = await _book_once(parts, ledger, row, lease)
+        outcome = await _book_once(parts, ledger, row, lease, calls)
         if outcome is None:
             return None
         row = ledger.row(row.reference)
@@ -127,9 +132,9 @@ def retry_pause(settings: Settings, attempts: int) -> float:
 
 
 async def _book_once(
-    parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease
+    parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease, calls: PointCalls
 ) -> _TryAgain | None:
-    s, treazure, ref = parts.settings, parts.treazure, row.reference
+    s, ref = parts.settings, row.reference
     if row.uncertain:
         # The last request may have been booked: its receiptNr in the history decides.
         # The pause was let go for (see `_book`); a row taken early (a redelivery, say)
@@ -138,7 +143,7 @@ async def _book_once(
         if settle > 0:
             await asyncio.sleep(settle)
         try:
-            found = await read_booking(parts, row)
+            found = await read_booking(parts, row, calls)
         except RemoteError as exc:
             return _TryAgain(_pause(exc, 1), f"cannot read the history to resolve: {exc}")
         if found is not None:
@@ -156,7 +161,7 @@ async def _book_once(
     assert row.amount_cents is not None and row.description is not None
     lease.renew(ledger, sending=True)
     try:
-        balance = await treazure.book_points(
+        balance = await calls.book_points(
             row.contact_id, row.amount_cents, row.description, ref)
     except Ambiguous as exc:
         ledger.still_uncertain(ref, str(exc), lease.until)
@@ -171,7 +176,7 @@ async def _book_once(
         ledger.fail(ref, _refusal(exc), lease.until)
         return None
     # Booked. Treazure's own time for it orders it against the sync's balances.
-    booking = await booking_time(parts, row)
+    booking = await booking_time(parts, row, calls)
     if booking is None:
         ledger.booked(ref, balance, None, lease.until)
     else:

@@ -11,22 +11,26 @@ from worker.base.settings import Settings
 from worker.flows.parts import Parts
 from worker.store.history import HistoryStore, MalformedHistory
 from worker.store.ledger import LedgerRow
+from worker.systems.treazure.client import PointCalls
 from worker.systems.treazure.history import Booking, receipt_in
 
 log = logging.getLogger("pointsync.points")
 
 
-async def booking_time(parts: Parts, row: LedgerRow) -> Booking | None:
-    """The booking as Treazure's history shows it; None while the history is unreadable."""
+async def booking_time(parts: Parts, row: LedgerRow, calls: PointCalls | None = None
+                       ) -> Booking | None:
+    """The booking as Treazure's history shows it; None while the history is unreadable.
+    `calls`: where the history is read (the client's httpx unless given)."""
     try:
-        return await read_booking(parts, row)
+        return await read_booking(parts, row, calls)
     except RemoteError as exc:
         log.warning("transaction %s booked; its history entry is not readable yet: %s",
                     row.reference, exc)
         return None
 
 
-async def read_booking(parts: Parts, row: LedgerRow) -> Booking | None:
+async def read_booking(parts: Parts, row: LedgerRow, calls: PointCalls | None = None
+                       ) -> Booking | None:
     """Read the contact's history for the row's receiptNr, and keep what was read.
 
     The read starts where the stored history ends (or covers it all when none is
@@ -41,7 +45,7 @@ async def read_booking(parts: Parts, row: LedgerRow) -> Booking | None:
         since = None
     elif known.newest_at_us < utc_micros(first_sent):
         since = from_utc_micros(known.newest_at_us)
-    entries = await parts.treazure.history(row.contact_id, since)
+    entries = await (calls or parts.treazure).history(row.contact_id, since)
     try:
         stored.save(row.contact_id, entries)
     except MalformedHistory as exc:  # the booking still counts; the history waits

@@ -6,13 +6,13 @@ import orjson
 
 from worker.base.money import exact_amount
 from worker.systems.treazure.parsing import program_cents
-from worker.systems.treazure.session import TreazureSession, account_path
+from worker.systems.treazure.session import Caller, account_path
 
 OPERATOR_ID = "pointsync"
 
 
 async def book_points(
-    session: TreazureSession, contact_id: str, cents: int, comment: str, receipt_nr: str
+    treazure: Caller, contact_id: str, cents: int, comment: str, receipt_nr: str
 ) -> int | None:
     """Book `cents` (+ load, - redemption) once: ONE request, never repeated here.
 
@@ -20,18 +20,16 @@ async def book_points(
     Retryable (surely not booked), Ambiguous (may be booked: read the history for
     `receipt_nr` before sending again) or Rejected (refused, e.g. 422 InsufficientBalance).
     """
-    loyalty_id = session.settings.TREAZURE_LOYALTY_ID
+    loyalty_id = treazure.settings.TREAZURE_LOYALTY_ID
     kind = "loads" if cents > 0 else "redemptions"
     body = {
         "loyaltyPrograms": [{"loyaltyPointDefinitionId": loyalty_id,
                              kind: [{"value": exact_amount(abs(cents))}]}],
         "context": {"comment": comment, "receiptNr": receipt_nr, "operatorId": OPERATOR_ID},
     }
-    response = await session.authorized(
-        "POST", f"{account_path(contact_id)}/Transaction", write=True,
-        content=orjson.dumps(body), headers={"Content-Type": "application/json"},
-    )
+    content = await treazure.call("POST", f"{account_path(contact_id)}/Transaction",
+                                  body=orjson.dumps(body), write=True)
     try:
-        return program_cents(orjson.loads(response.content), loyalty_id)
+        return program_cents(orjson.loads(content), loyalty_id)
     except (orjson.JSONDecodeError, ValueError, TypeError, KeyError):
         return None  # booked for sure (2xx); the history says the balance

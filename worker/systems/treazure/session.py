@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import orjson
@@ -24,6 +24,18 @@ _T = TypeVar("_T")
 
 def account_path(contact_id: str) -> str:
     return f"{VAULT}/Account/{contact_id}"
+
+
+class Caller(Protocol):
+    """Where a Treazure call goes: the session's httpx, or an aiohttp session (aio.py)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    async def call(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                   body: bytes | None = None, write: bool = False) -> bytes: ...
+
+    async def with_retries(self, call: Callable[[], Awaitable[_T]]) -> _T: ...
 
 
 class TreazureSession:
@@ -90,6 +102,15 @@ class TreazureSession:
         await self.token.invalidate(token)
         request.headers["Authorization"] = f"Bearer {await self.token.get()}"
         return await send(self.http, SERVICE, request, write=write)
+
+    async def call(self, method: str, path: str, *, params: dict[str, str] | None = None,
+                   body: bytes | None = None, write: bool = False) -> bytes:
+        """One request with the shared token (see `authorized`); the 2xx body. A `body`
+        goes as JSON."""
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        response = await self.authorized(method, path, write=write, params=params,
+                                         content=body, headers=headers)
+        return response.content
 
     async def read_json(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         """A repeatable call whose answer must be a JSON object; a garbled 2xx body (a

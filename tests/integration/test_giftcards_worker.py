@@ -16,8 +16,10 @@ from sqlalchemy import text
 from sims.guids import seeded_ids
 from sims.harness import CeleryProcess
 from tests.support.integration import Sim, bookings, only_pool_child, wait_for
+from tests.support.leases import expire_leases
 from tests.support.toggle_control import Toggle
 from worker.store.database import Store
+from worker.store.giftcards import giftcard_orders, giftcard_redemptions
 
 pytestmark = pytest.mark.integration  # starts processes
 
@@ -53,6 +55,7 @@ def test_a_card_is_issued_once_per_reference_with_no_pin_anywhere(
 
 def test_points_become_one_card_when_the_pool_child_dies_between_the_two(
     sim: Sim, toggle: Toggle, start_worker: Callable[..., CeleryProcess], client: Celery,
+    store: Store,
 ) -> None:
     sim.post("seed", {"contacts": 1})
     worker = start_worker(concurrency=1, **QUICK)
@@ -65,6 +68,11 @@ def test_points_become_one_card_when_the_pool_child_dies_between_the_two(
     wait_for(lambda: toggle.requests("createOrder") >= 1, 60, "the card order to be sent")
     assert bookings(sim, CONTACT) == 1
     os.kill(only_pool_child(worker), signal.SIGKILL)  # one child, not the process group
+    # Toggle applies the order the dead child sent; the child's leases (60 s, no setting)
+    # would then run out, with nothing else happening meanwhile: they are run out here.
+    wait_for(lambda: len(toggle.orders("it-redeem-1")) == 1, 30,
+             "Toggle applying the order the dead child sent")
+    expire_leases(store.engine, giftcard_orders, giftcard_redemptions)
 
     # The message comes back to another child; with beat's sweep as the last resort the
     # redemption finishes from its recorded step: no second redemption, no second card.

@@ -16,6 +16,7 @@ from sqlalchemy import update
 
 from sims.harness import WebProcess, free_port, start_web
 from sims.senders import sign_nector, sign_toggle, toggle_event
+from tests.support import leases
 from worker.base.http import Retryable
 from worker.base.signatures import hmac_sha256
 from worker.store.database import Store
@@ -130,12 +131,8 @@ def age(relays: Relays, seconds: float) -> None:
 
 
 def expire_leases(relays: Relays) -> None:
-    """What a dead holder's lease running out does: every held delivery free to be claimed
-    again (the relay's lease is deliver.LEASE_SECONDS, 120 s, and no setting shortens it)."""
-    t = relay_deliveries.c
-    with relays.engine.begin() as conn:
-        conn.execute(update(relay_deliveries).where(t.lease_until.is_not(None))
-                     .values(lease_until=utcnow() - timedelta(seconds=1)))
+    """Every held delivery free to be claimed again (deliver.LEASE_SECONDS is no setting)."""
+    leases.expire_leases(relays.engine, relay_deliveries)
 
 
 class RelaySims:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy import func, select
 from sims.guids import seeded_ids
 from sims.harness import BIN, CeleryProcess, Simulators
 from sims.relays import atreemo, contlo
-from tests.support.integration import Sim
+from tests.support.integration import Sim, wait_for
 from worker.base.point_request import validate_request
 from worker.store.contacts import contact_balances
 from worker.store.database import Store
@@ -59,15 +58,15 @@ def engage_set(sim: Sim, balances: dict[str, str]) -> None:
     assert response.status_code == 202, response.text
 
 
-def wait_for_pushed_items(sim: Sim, at_least: int, timeout: float = 60) -> int:
-    """Poll the simulator's counter of balances Engage received (an external event)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        items = sim.stats()["engage_push_items"]
-        if items >= at_least:
-            return int(items)
-        time.sleep(0.02)
-    raise AssertionError(f"Engage did not receive {at_least} balances in {timeout} s")
+def engage_items(sim: Sim) -> int:
+    """Balances Engage applied: counted before its answer leaves, so ahead of the caller's."""
+    return int(sim.stats()["engage_push_items"])
+
+
+def engage_holds_no_push(sim: Sim) -> bool:
+    """Every push that reached Engage applied (none held by its latency any more)."""
+    stats = sim.stats()
+    return int(stats["arrived"].get("engage.balances", 0)) == stats["engage_push_requests"]
 
 
 # -- migrate -----------------------------------------------------------------------------
@@ -102,14 +101,21 @@ def test_migrate_resumes_after_ctrl_c_without_pushing_again(
 ) -> None:
     sim.post("seed", {"contacts": 3000, "changed": 0})
     # Small batches, each answered slowly: the copy takes seconds, so it can be interrupted.
-    env = {**worker_env, "ENGAGE_BATCH_SIZE": "50"}
+    batch, lanes = 50, 4
+    env = {**worker_env, "ENGAGE_BATCH_SIZE": str(batch),
+           "ENGAGE_PUSH_CONCURRENCY": str(lanes)}
     sim.post("faults", {"target": "engage.balances", "kind": "latency", "seconds": 0.15,
                         "count": 1000})
     proc = subprocess.Popen([CLI, "migrate"], env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_pushed_items(sim, 600)
+        wait_for(lambda: engage_items(sim) >= 600, 60, "Engage applying 600 balances")
+        # Ctrl-C reaching a CLI that a loaded machine has not run for a while: the pushes
+        # in flight are applied, their answers still unread.
+        os.kill(proc.pid, signal.SIGSTOP)
+        wait_for(lambda: engage_holds_no_push(sim), 30, "Engage applying what it holds")
         proc.send_signal(signal.SIGINT)
+        os.kill(proc.pid, signal.SIGCONT)
         _out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -117,9 +123,12 @@ def test_migrate_resumes_after_ctrl_c_without_pushing_again(
     assert "run `pointsync migrate` again to resume" in err
     (first,) = store.recent_runs()
     assert (first["status"], first["error"]) == ("failed", "cancelled")
-    recorded = sent_rows(store)
-    # What Engage accepted before the interruption was written down on the way out.
-    assert 600 <= recorded < 3000
+    recorded, applied = sent_rows(store), engage_items(sim)
+    # What the CLI saw Engage accept was written down on the way out: all Engage applied
+    # but the batches whose answers it never read (one in flight per lane at the most; the
+    # resume sends those again, unchanged).
+    assert 600 <= applied < 3000
+    assert applied - lanes * batch <= recorded <= applied
     assert first["pushed"] == recorded
 
     httpx.delete(f"{sim.urls.engage}/_sim/faults")

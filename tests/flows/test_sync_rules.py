@@ -177,8 +177,8 @@ async def test_an_unchanged_rerun_is_compared_in_the_store_not_row_by_row(
     returned: list[int] = []
     compare = parts.store.changed_contact_states
 
-    def spy(rows, run_id):  # type: ignore[no-untyped-def]
-        states = compare(rows, run_id)
+    def spy(rows, run_id, conn=None):  # type: ignore[no-untyped-def]
+        states = compare(rows, run_id, conn)
         returned.append(len(states))
         return states
 

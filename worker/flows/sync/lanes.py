@@ -67,6 +67,8 @@ class Lanes:
         self.counts = Counts()
         self.buffers: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
         self.db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-db-read")
+        # The reads go through one connection of the run's own (see open_reader).
+        self.reader = store.open_reader()
         # Flushes write on a connection of their own, so reads never queue behind a large
         # transaction (SQLite's WAL lets readers go on while one writer commits). A store
         # with one shared connection (SQLite in memory) keeps everything on one thread.
@@ -231,7 +233,8 @@ class Lanes:
         values = batch.values() if len(unknown) == len(batch) else map(batch.__getitem__,
                                                                        unknown)
         states = await self._read_db(
-            self.store.changed_contact_states, list(map(_first_three, values)), self.run_id)
+            self.store.changed_contact_states, list(map(_first_three, values)), self.run_id,
+            self.reader)
         same = len(unknown) - len(states)
         self.counts.unchanged += same
         self.counts.unique_contacts += same  # not yet seen by this run: the store says so
@@ -294,3 +297,4 @@ class Lanes:
     def stop_threads(self) -> None:
         self.db_thread.shutdown(wait=True)
         self.write_thread.shutdown(wait=True)
+        self.store.close_reader(self.reader)

@@ -79,15 +79,12 @@ def drawn_fault(shares: Mapping[str, float], rng: random.Random) -> Fault | None
     return None
 
 
-def parse_fault(spec: dict[str, Any]) -> tuple[str, Fault]:
-    """(target, fault) from a `/_sim/faults` body; refuses anything unknown or out of range."""
-    target, kind = spec.get("target"), spec.get("kind")
-    if target not in TARGETS:
-        raise bad_request(f"target must be one of {', '.join(sorted(TARGETS))}")
-    if kind not in KINDS:
-        raise bad_request(f"kind must be one of {', '.join(sorted(KINDS))}")
-    if kind == "expire" and target != "treazure.balances_result":
-        raise bad_request("kind expire only applies to treazure.balances_result")
+def checked_fault(spec: dict[str, Any], kinds: frozenset[str]) -> Fault:
+    """The fault a `/_sim/faults` body asks for (kind, count, status, retry_after, body,
+    seconds), of one of `kinds`; refuses anything unknown or out of range."""
+    kind = spec.get("kind")
+    if kind not in kinds:
+        raise bad_request(f"kind must be one of {', '.join(sorted(kinds))}")
     fault = Fault(
         kind=kind,
         remaining=spec.get("count", 1),
@@ -106,4 +103,15 @@ def parse_fault(spec: dict[str, Any]) -> tuple[str, Fault]:
         raise bad_request(f"body must be one of {', '.join(sorted(BODIES))}")
     if type(fault.seconds) not in (int, float) or fault.seconds < 0:
         raise bad_request("seconds must be a number >= 0")
+    return fault
+
+
+def parse_fault(spec: dict[str, Any]) -> tuple[str, Fault]:
+    """(target, fault) from a `/_sim/faults` body; refuses anything unknown or out of range."""
+    target = spec.get("target")
+    if target not in TARGETS:
+        raise bad_request(f"target must be one of {', '.join(sorted(TARGETS))}")
+    fault = checked_fault(spec, KINDS)
+    if fault.kind == "expire" and target != "treazure.balances_result":
+        raise bad_request("kind expire only applies to treazure.balances_result")
     return target, fault

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from sims.errors import bad_request
-from sims.faults import BODIES, Fault, Faults
+from sims.faults import Faults, checked_fault
 from sims.inputs import read_object
 from sims.ratelimit import RateLimiter, SlidingSecond
 from sims.responses import drop_connection, fault_response, json_response
@@ -120,26 +120,6 @@ def endpoint(handler: Handler, check: Check, throttled: Callable[[], web.Respons
     return serve
 
 
-def parse_fault(spec: dict[str, Any]) -> Fault:
-    kind = spec.get("kind")
-    if kind not in KINDS:
-        raise bad_request(f"kind must be one of {', '.join(sorted(KINDS))}")
-    fault = Fault(kind=kind, remaining=spec.get("count", 1), status=spec.get("status", 503),
-                  retry_after=spec.get("retry_after"), body=spec.get("body", "json"),
-                  seconds=spec.get("seconds", 0.5))
-    if type(fault.remaining) is not int or fault.remaining < 1:
-        raise bad_request("count must be an integer >= 1")
-    if type(fault.status) is not int or not 100 <= fault.status <= 599:
-        raise bad_request("status must be an HTTP status code")
-    if fault.retry_after is not None and not isinstance(fault.retry_after, str):
-        fault.retry_after = str(fault.retry_after)
-    if fault.body not in BODIES:
-        raise bad_request(f"body must be one of {', '.join(sorted(BODIES))}")
-    if type(fault.seconds) not in (int, float) or fault.seconds < 0:
-        raise bad_request("seconds must be a number >= 0")
-    return fault
-
-
 def add_control_routes(app: web.Application, records_path: str) -> None:
     """`/_sim/reset`, `/_sim/faults` (POST a fault, DELETE all), `/_sim/stats` (GET; POST
     `/_sim/stats/reset`), `/_sim/config` ({"rate_limit", "credential"}) and the records."""
@@ -153,7 +133,7 @@ def add_control_routes(app: web.Application, records_path: str) -> None:
 
     async def add_fault(request: web.Request) -> web.Response:
         destination = sim(request)
-        destination.faults.add(destination.name, parse_fault(await read_object(request)))
+        destination.faults.add(destination.name, checked_fault(await read_object(request), KINDS))
         return json_response({"faults_pending": destination.faults.pending()})
 
     async def clear_faults(request: web.Request) -> web.Response:

@@ -92,6 +92,8 @@ def test_celery_enqueue_puts_one_booking_task_on_the_broker_per_turn(
     messages = [json.loads(raw) for raw in broker.lrange("celery", 0, -1)]
     assert len(messages) == 1  # one task books both rows
     assert messages[0]["headers"]["task"] == "pointsync.book_received"
+    # It runs a moment later, so that the rows recorded meanwhile ride along.
+    assert messages[0]["headers"]["eta"] is not None
     args, sent, _ = json.loads(base64.b64decode(messages[0]["body"]))
     assert (args, sent) == ([], {})  # the task reads the ledger, not its message
     # No result channel was subscribed by the sender (it has no result backend).

@@ -1,10 +1,11 @@
 """The sim's tunable behaviour, changed at start-up (CLI) or live through `/_sim/config`."""
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from sims.checks import Check, integer, text, updated
 from sims.errors import bad_request
 from sims.faults import is_chance_kind
 from sims.targets import TARGETS
@@ -30,24 +31,11 @@ class SimConfig:
 
     def updated(self, changes: Mapping[str, Any]) -> Self:
         """A copy with `changes` applied; refuses unknown names and out-of-range values."""
-        unknown = sorted(set(changes) - set(_CHECKS))
-        if unknown:
-            raise bad_request(f"unknown config settings: {', '.join(unknown)}")
-        checked = {name: _CHECKS[name](name, value) for name, value in changes.items()}
-        return dataclasses.replace(self, **checked)
+        return updated(self, changes, _CHECKS)
 
     def as_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "latency": dict(self.latency),
                 "fault_shares": {t: dict(kinds) for t, kinds in self.fault_shares.items()}}
-
-
-def _integer(minimum: int) -> Callable[[str, Any], int]:
-    def check(name: str, value: Any) -> int:
-        if type(value) is not int or value < minimum:
-            raise bad_request(f"{name} must be an integer >= {minimum}")
-        return value
-
-    return check
 
 
 def _seconds(name: str, value: Any) -> float:
@@ -56,17 +44,11 @@ def _seconds(name: str, value: Any) -> float:
     return float(value)
 
 
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise bad_request(f"{name} must be a non-empty string")
-    return value
-
-
 def _retry_after(name: str, value: Any) -> str | None:
     # Sent verbatim as the header, so a number is kept in its shortest text form ("0.1", "2").
     if value is None or isinstance(value, str):
         return value
-    return _text(name, format(_seconds(name, value), "g"))
+    return text(name, format(_seconds(name, value), "g"))
 
 
 def _latency(name: str, value: Any) -> dict[str, float]:
@@ -91,18 +73,18 @@ def _shares(name: str, value: Any) -> dict[str, float]:
     return shares
 
 
-_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "engage_rate_limit": _integer(1),
-    "job_running_polls": _integer(0),
+_CHECKS: dict[str, Check] = {
+    "engage_rate_limit": integer(1),
+    "job_running_polls": integer(0),
     "job_retry_after": _retry_after,
-    "page_size": _integer(1),
+    "page_size": integer(1),
     "job_ttl": _seconds,
     "token_ttl": _seconds,
-    "loyalty_id": _text,
-    "definition_id": _integer(0),
-    "client_id": _text,
-    "client_secret": _text,
-    "api_key": _text,
+    "loyalty_id": text,
+    "definition_id": integer(0),
+    "client_id": text,
+    "client_secret": text,
+    "api_key": text,
     "latency": _latency,
     "fault_shares": _fault_shares,
 }

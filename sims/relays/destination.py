@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sims.errors import bad_request
+from sims.checks import checked, integer, text
 from sims.faults import Faults, checked_fault
 from sims.inputs import read_object
 from sims.ratelimit import RateLimiter, SlidingSecond
@@ -21,6 +21,7 @@ from sims.responses import drop_connection, fault_response, json_response
 # status: answer `status`, record nothing; latency: wait `seconds`, then serve; drop: close
 # without answering or recording; drop_after_apply: record, then close instead of answering.
 KINDS = frozenset({"status", "latency", "drop", "drop_after_apply"})
+_CONFIG_CHECKS = {"rate_limit": integer(1), "credential": text}
 
 Handler = Callable[[web.Request, "Destination"], Awaitable[web.Response]]
 # Answers a request it refuses (bad signature or key), or returns None.
@@ -150,17 +151,9 @@ def add_control_routes(app: web.Application, records_path: str) -> None:
     async def config(request: web.Request) -> web.Response:
         destination = sim(request)
         if request.method == "POST":
-            changes = await read_object(request)
-            unknown = sorted(set(changes) - {"rate_limit", "credential"})
-            if unknown:
-                raise bad_request(f"unknown config settings: {', '.join(unknown)}")
-            limit = changes.get("rate_limit", destination.rate_limit)
-            credential = changes.get("credential", destination.credential)
-            if type(limit) is not int or limit < 1:
-                raise bad_request("rate_limit must be an integer >= 1")
-            if not isinstance(credential, str) or not credential:
-                raise bad_request("credential must be a non-empty string")
-            destination.rate_limit, destination.credential = limit, credential
+            changes = checked(await read_object(request), _CONFIG_CHECKS)
+            destination.rate_limit = changes.get("rate_limit", destination.rate_limit)
+            destination.credential = changes.get("credential", destination.credential)
         return json_response({"rate_limit": destination.rate_limit,
                               "credential": destination.credential})
 

@@ -5,6 +5,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from sims.checks import Check, integer, text, updated
 from sims.errors import bad_request
 
 # The contract's numbers: 8,000 credits at most, 5,000 restored every 10 minutes.
@@ -30,11 +31,7 @@ class ToggleConfig:
 
     def updated(self, changes: Mapping[str, Any]) -> Self:
         """A copy with `changes` applied; refuses unknown names and out-of-range values."""
-        unknown = sorted(set(changes) - set(_CHECKS))
-        if unknown:
-            raise bad_request(f"unknown config settings: {', '.join(unknown)}")
-        checked = {name: _CHECKS[name](name, value) for name, value in changes.items()}
-        return dataclasses.replace(self, **checked)
+        return updated(self, changes, _CHECKS)
 
     def as_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "sites": dict(self.sites)}
@@ -42,15 +39,6 @@ class ToggleConfig:
     def sites_setting(self) -> str:
         """The worker's TOGGLE_SITES value for these sites (`name=reference,…`)."""
         return ",".join(f"{name}={ref}" for name, ref in self.sites.items())
-
-
-def _integer(minimum: int) -> Callable[[str, Any], int]:
-    def check(name: str, value: Any) -> int:
-        if type(value) is not int or value < minimum:
-            raise bad_request(f"{name} must be an integer >= {minimum}")
-        return value
-
-    return check
 
 
 def _number(maximum: float | None = None) -> Callable[[str, Any], float]:
@@ -63,12 +51,6 @@ def _number(maximum: float | None = None) -> Callable[[str, Any], float]:
     return check
 
 
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise bad_request(f"{name} must be a non-empty string")
-    return value
-
-
 def _sites(name: str, value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
         isinstance(key, str) and isinstance(ref, str) and key and ref for key, ref in value.items()
@@ -77,13 +59,13 @@ def _sites(name: str, value: Any) -> dict[str, str]:
     return dict(value)
 
 
-_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "username": _text,
-    "password": _text,
-    "user_id": _integer(1),
-    "account_id": _integer(1),
-    "currency": _text,
-    "credits_max": _integer(1),
+_CHECKS: dict[str, Check] = {
+    "username": text,
+    "password": text,
+    "user_id": integer(1),
+    "account_id": integer(1),
+    "currency": text,
+    "credits_max": integer(1),
     "credits_refill_per_second": _number(),
     "token_ttl": _number(),
     "token_refresh_after": _number(1.0),

@@ -16,8 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sims.endpoint import control_errors
-from sims.relays.destination import DESTINATION, Destination, add_control_routes, endpoint
+from sims.relays.destination import Destination, destination_app
 from sims.responses import json_response
 
 SECRET = "sim-atreemo-secret"
@@ -60,8 +59,4 @@ def atreemo_state(clock: Callable[[], float] = time.monotonic, secret: str = SEC
 
 
 def atreemo_app(state: Destination) -> web.Application:
-    app = web.Application(middlewares=[control_errors])
-    app[DESTINATION] = state
-    app.router.add_post(PATH, endpoint(_ingest, _check, _throttled))
-    add_control_routes(app, DELIVERIES)
-    return app
+    return destination_app(state, PATH, _ingest, _check, _throttled, DELIVERIES)

@@ -14,8 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from sims.endpoint import control_errors
-from sims.relays.destination import DESTINATION, Destination, add_control_routes, endpoint
+from sims.relays.destination import Destination, destination_app
 from sims.responses import json_response
 
 API_KEY = "sim-contlo-key"
@@ -69,8 +68,4 @@ def contlo_state(clock: Callable[[], float] = time.monotonic, api_key: str = API
 
 
 def contlo_app(state: Destination) -> web.Application:
-    app = web.Application(middlewares=[control_errors])
-    app[DESTINATION] = state
-    app.router.add_post(PATH, endpoint(_track, _check, _throttled))
-    add_control_routes(app, EVENTS)
-    return app
+    return destination_app(state, PATH, _track, _check, _throttled, EVENTS)

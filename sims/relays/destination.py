@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from sims.checks import checked, integer, text
+from sims.endpoint import control_errors
 from sims.faults import Faults, checked_fault
 from sims.inputs import read_object
 from sims.ratelimit import RateLimiter, SlidingSecond
@@ -119,6 +120,18 @@ def endpoint(handler: Handler, check: Check, throttled: Callable[[], web.Respons
         return response
 
     return serve
+
+
+def destination_app(state: Destination, path: str, handler: Handler, check: Check,
+                    throttled: Callable[[], web.Response], records_path: str
+                    ) -> web.Application:
+    """A destination simulator's app: its endpoint at `path`, the control API, and what it
+    accepted at `records_path`."""
+    app = web.Application(middlewares=[control_errors])
+    app[DESTINATION] = state
+    app.router.add_post(path, endpoint(handler, check, throttled))
+    add_control_routes(app, records_path)
+    return app
 
 
 def add_control_routes(app: web.Application, records_path: str) -> None:

@@ -7,6 +7,7 @@ from orjson import Fragment
 
 from sims.clock import now_us
 from sims.compare import compare_balances
+from sims.control_api import Controls, add_shared_routes
 from sims.errors import SimError, bad_request
 from sims.faults import parse_fault
 from sims.guids import is_guid
@@ -22,19 +23,13 @@ _LISTED = 10  # ids echoed back by seed and mutate_random
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/_sim/reset", reset)
+    add_shared_routes(app, CONTROLS)
     app.router.add_post("/_sim/seed", seed_accounts)
     app.router.add_post("/_sim/accounts", create_accounts)
     app.router.add_post("/_sim/mutations", append_mutations)
     app.router.add_post("/_sim/mutate_random", mutate_random)
-    app.router.add_get("/_sim/config", get_config)
-    app.router.add_post("/_sim/config", update_config)
-    app.router.add_post("/_sim/faults", add_fault)
-    app.router.add_delete("/_sim/faults", clear_faults)
     app.router.add_post("/_sim/jobs/expire", expire_jobs)
     app.router.add_post("/_sim/tokens/revoke", revoke_tokens)
-    app.router.add_get("/_sim/stats", get_stats)
-    app.router.add_post("/_sim/stats/reset", reset_stats)
     app.router.add_get("/_sim/engage/balance/{contact}", engage_balance)
     app.router.add_post("/_sim/engage/set-times", engage_set_times)
     app.router.add_get("/_sim/treazure/account/{account}", treazure_account)
@@ -45,9 +40,22 @@ def _state(request: web.Request) -> SimState:
     return request.app[STATE]
 
 
-async def reset(request: web.Request) -> web.Response:
-    _state(request).reset()
-    return json_response({"ok": True})
+def _configure(state: SimState, changes: dict[str, Any]) -> None:
+    state.config = state.config.updated(changes)
+
+
+def _reset_stats(state: SimState) -> None:
+    state.stats = Stats()
+
+
+CONTROLS = Controls(
+    state=_state,
+    parse_fault=lambda _state, spec: parse_fault(spec),
+    stats=lambda state: state.stats.as_json(state.faults.pending()),
+    reset_stats=_reset_stats,
+    config=lambda state: state.config.as_json(),
+    configure=_configure,
+)
 
 
 async def seed_accounts(request: web.Request) -> web.Response:
@@ -113,28 +121,6 @@ async def mutate_random(request: web.Request) -> web.Response:
     )
 
 
-async def get_config(request: web.Request) -> web.Response:
-    return json_response(_state(request).config.as_json())
-
-
-async def update_config(request: web.Request) -> web.Response:
-    state = _state(request)
-    state.config = state.config.updated(await read_object(request))
-    return json_response(state.config.as_json())
-
-
-async def add_fault(request: web.Request) -> web.Response:
-    state = _state(request)
-    target, fault = parse_fault(await read_object(request))
-    state.faults.add(target, fault)
-    return json_response({"faults_pending": state.faults.pending()})
-
-
-async def clear_faults(request: web.Request) -> web.Response:
-    _state(request).faults.clear()
-    return json_response({"faults_pending": 0})
-
-
 async def expire_jobs(request: web.Request) -> web.Response:
     _state(request).jobs.expire_all()
     return json_response({"ok": True})
@@ -143,17 +129,6 @@ async def expire_jobs(request: web.Request) -> web.Response:
 async def revoke_tokens(request: web.Request) -> web.Response:
     _state(request).tokens.revoke_all()
     return json_response({"ok": True})
-
-
-async def get_stats(request: web.Request) -> web.Response:
-    state = _state(request)
-    return json_response(state.stats.as_json(state.faults.pending()))
-
-
-async def reset_stats(request: web.Request) -> web.Response:
-    state = _state(request)
-    state.stats = Stats()
-    return json_response(state.stats.as_json(state.faults.pending()))
 
 
 async def engage_balance(request: web.Request) -> web.Response:

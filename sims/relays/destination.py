@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from sims.checks import checked, integer, text
+from sims.control_api import Controls, add_shared_routes
 from sims.endpoint import control_errors
 from sims.faults import Faults, checked_fault
-from sims.inputs import read_object
 from sims.ratelimit import RateLimiter, SlidingSecond
 from sims.responses import drop_connection, fault_response, json_response
 
@@ -134,51 +134,32 @@ def destination_app(state: Destination, path: str, handler: Handler, check: Chec
     return app
 
 
+def _sim(request: web.Request) -> Destination:
+    return request.app[DESTINATION]
+
+
+def _configure(sim: Destination, changes: dict[str, Any]) -> None:
+    checked_changes = checked(changes, _CONFIG_CHECKS)
+    sim.rate_limit = checked_changes.get("rate_limit", sim.rate_limit)
+    sim.credential = checked_changes.get("credential", sim.credential)
+
+
+CONTROLS = Controls(
+    state=_sim,
+    parse_fault=lambda sim, spec: (sim.name, checked_fault(spec, KINDS)),
+    stats=Destination.stats,
+    reset_stats=Destination.reset_stats,
+    config=lambda sim: {"rate_limit": sim.rate_limit, "credential": sim.credential},
+    configure=_configure,
+)
+
+
 def add_control_routes(app: web.Application, records_path: str) -> None:
-    """`/_sim/reset`, `/_sim/faults` (POST a fault, DELETE all), `/_sim/stats` (GET; POST
-    `/_sim/stats/reset`), `/_sim/config` ({"rate_limit", "credential"}) and the records."""
-
-    def sim(request: web.Request) -> Destination:
-        return request.app[DESTINATION]
-
-    async def reset(request: web.Request) -> web.Response:
-        sim(request).reset()
-        return json_response({"ok": True})
-
-    async def add_fault(request: web.Request) -> web.Response:
-        destination = sim(request)
-        destination.faults.add(destination.name, checked_fault(await read_object(request), KINDS))
-        return json_response({"faults_pending": destination.faults.pending()})
-
-    async def clear_faults(request: web.Request) -> web.Response:
-        sim(request).faults.clear()
-        return json_response({"faults_pending": 0})
-
-    async def stats(request: web.Request) -> web.Response:
-        return json_response(sim(request).stats())
-
-    async def reset_stats(request: web.Request) -> web.Response:
-        sim(request).reset_stats()
-        return json_response(sim(request).stats())
-
-    async def config(request: web.Request) -> web.Response:
-        destination = sim(request)
-        if request.method == "POST":
-            changes = checked(await read_object(request), _CONFIG_CHECKS)
-            destination.rate_limit = changes.get("rate_limit", destination.rate_limit)
-            destination.credential = changes.get("credential", destination.credential)
-        return json_response({"rate_limit": destination.rate_limit,
-                              "credential": destination.credential})
+    """The shared `/_sim/` routes (config: {"rate_limit", "credential"}) and the records."""
 
     async def records(request: web.Request) -> web.Response:
-        received = sim(request).received
+        received = _sim(request).received
         return json_response({"count": len(received), "items": received})
 
-    app.router.add_post("/_sim/reset", reset)
-    app.router.add_post("/_sim/faults", add_fault)
-    app.router.add_delete("/_sim/faults", clear_faults)
-    app.router.add_get("/_sim/stats", stats)
-    app.router.add_post("/_sim/stats/reset", reset_stats)
-    app.router.add_get("/_sim/config", config)
-    app.router.add_post("/_sim/config", config)
+    add_shared_routes(app, CONTROLS)
     app.router.add_get(records_path, records)

@@ -5,6 +5,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sims.control_api import Controls, add_shared_routes
 from sims.errors import SimError, bad_request
 from sims.inputs import read_object
 from sims.responses import json_response
@@ -16,13 +17,7 @@ from sims.toggle.stats import ToggleStats
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/_sim/reset", reset)
-    app.router.add_get("/_sim/config", get_config)
-    app.router.add_post("/_sim/config", update_config)
-    app.router.add_post("/_sim/faults", add_fault)
-    app.router.add_delete("/_sim/faults", clear_faults)
-    app.router.add_get("/_sim/stats", get_stats)
-    app.router.add_post("/_sim/stats/reset", reset_stats)
+    add_shared_routes(app, CONTROLS)
     app.router.add_post("/_sim/tokens/revoke", expire_tokens)
     app.router.add_post("/_sim/tokens/expire", expire_tokens)
     app.router.add_post("/_sim/tokens/rotate", rotate_tokens)
@@ -37,43 +32,23 @@ def _sim(request: web.Request) -> ToggleState:
     return request.app[TOGGLE]
 
 
-async def reset(request: web.Request) -> web.Response:
-    _sim(request).reset()
-    return json_response({"ok": True})
-
-
-async def get_config(request: web.Request) -> web.Response:
-    return json_response(_sim(request).config.as_json())
-
-
-async def update_config(request: web.Request) -> web.Response:
-    sim = _sim(request)
-    sim.config = sim.config.updated(await read_object(request))
+def _configure(sim: ToggleState, changes: dict[str, Any]) -> None:
+    sim.config = sim.config.updated(changes)
     sim.reconfigure()
-    return json_response(sim.config.as_json())
 
 
-async def add_fault(request: web.Request) -> web.Response:
-    sim = _sim(request)
-    target, fault = parse_toggle_fault(await read_object(request))
-    sim.faults.add(target, fault)
-    return json_response({"faults_pending": sim.faults.pending()})
-
-
-async def clear_faults(request: web.Request) -> web.Response:
-    _sim(request).faults.clear()
-    return json_response({"faults_pending": 0})
-
-
-async def get_stats(request: web.Request) -> web.Response:
-    sim = _sim(request)
-    return json_response(sim.stats.as_json(sim.credits.available(), sim.faults.pending()))
-
-
-async def reset_stats(request: web.Request) -> web.Response:
-    sim = _sim(request)
+def _reset_stats(sim: ToggleState) -> None:
     sim.stats = ToggleStats()
-    return json_response(sim.stats.as_json(sim.credits.available(), sim.faults.pending()))
+
+
+CONTROLS = Controls(
+    state=_sim,
+    parse_fault=lambda _sim, spec: parse_toggle_fault(spec),
+    stats=lambda sim: sim.stats.as_json(sim.credits.available(), sim.faults.pending()),
+    reset_stats=_reset_stats,
+    config=lambda sim: sim.config.as_json(),
+    configure=_configure,
+)
 
 
 async def expire_tokens(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from sqlalchemy import event
 
 from worker.base.point_request import validate_request
 from worker.base.ratelimit import SharedRateLimiter
@@ -26,6 +27,7 @@ from worker.base.settings import Settings
 from worker.flows.parts import Parts as FlowParts
 from worker.flows.points.batch import book_received
 from worker.store.database import Store
+from worker.store.history import HistoryStore
 from worker.store.ledger import Ledger, LedgerRow
 from worker.store.pushguard import PushGuard
 from worker.systems.engage.client import EngageClient
@@ -222,3 +224,27 @@ async def test_a_refused_token_is_fetched_again_once_and_the_booking_goes_throug
 
     assert fake.tokens == 2 and fake.posts == [CONTACTS[0], CONTACTS[0]]
     assert receipts(fake, CONTACTS[0]) == ["evt_0"]
+
+
+async def test_a_round_reads_where_the_histories_end_once_and_stores_them_together(
+    flow: FlowParts, fake: FakeTreazure
+) -> None:
+    for k in range(3):
+        recorded(flow, f"evt_{k}", CONTACTS[k])
+    recorded(flow, "evt_again", CONTACTS[0])  # a second booking of one contact
+    sql: list[str] = []
+    event.listen(flow.store.engine, "before_cursor_execute",
+                 lambda *args: sql.append(" ".join(args[2].split()).upper()))
+
+    assert (await book_received(flow)).settled == 4
+
+    touching = [s for s in sql if "HISTORY_CONTACTS" in s or "POINTS_HISTORY" in s]
+    # One look-up of the stored ends; two writes, as one contact was read twice (each
+    # answer's entries are keyed within it) where each booking wrote its own before.
+    assert sum(s.startswith("SELECT") for s in touching) == 1
+    assert sum(s.startswith("INSERT INTO POINTS_HISTORY") for s in touching) == 2
+    history = HistoryStore(flow.store)
+    for k in range(1, 3):
+        assert [e["receiptNr"] for e in history.page(CONTACTS[k], 0, 10)[0]] == [f"evt_{k}"]
+    assert sorted(e["receiptNr"] for e in history.page(CONTACTS[0], 0, 10)[0]) == [
+        "evt_0", "evt_again"]

@@ -24,8 +24,8 @@ from typing import Any
 from worker.base.logs import bind_log_context
 from worker.flows.parts import Parts
 from worker.flows.points.booking import work_claimed
+from worker.flows.points.histories import Means, StoredByRound
 from worker.store.ledger import Ledger, LedgerRow
-from worker.systems.treazure.client import PointCalls
 
 log = logging.getLogger("pointsync.points")
 
@@ -72,10 +72,15 @@ async def book_received(parts: Parts, limit: int = BATCH_LIMIT) -> BatchOutcome:
     rows = ledger.claim_due(WEBHOOK_SOURCE, parts.settings.POINTS_LEASE_SECONDS, limit)
     if not rows:
         return BatchOutcome(0, 0, None)
-    # The round's requests go on the client's aiohttp session (kept between rounds).
-    calls = parts.treazure.round_calls()
-    results = await asyncio.gather(*(_one(parts, ledger, row, calls) for row in rows),
-                                   return_exceptions=True)
+    # The round's requests go on the client's aiohttp session (kept between rounds); the
+    # histories it reads are stored together when its bookings are done.
+    histories = StoredByRound(parts.store, (row.contact_id for row in rows))
+    means = Means(parts.treazure.round_calls(), histories)
+    try:
+        results = await asyncio.gather(*(_one(parts, ledger, row, means) for row in rows),
+                                       return_exceptions=True)
+    finally:
+        histories.save()
     retries: list[float] = []
     settled = 0
     for row, result in zip(rows, results, strict=True):
@@ -90,7 +95,6 @@ async def book_received(parts: Parts, limit: int = BATCH_LIMIT) -> BatchOutcome:
                         full=len(rows) >= limit)
 
 
-async def _one(parts: Parts, ledger: Ledger, row: LedgerRow, calls: PointCalls
-               ) -> float | None:
+async def _one(parts: Parts, ledger: Ledger, row: LedgerRow, means: Means) -> float | None:
     bind_log_context(reference=row.reference)  # this booking's own context (a task's copy)
-    return await work_claimed(parts, ledger, row, calls)
+    return await work_claimed(parts, ledger, row, means)

@@ -27,11 +27,11 @@ from worker.base.point_request import PointRequest
 from worker.base.settings import Settings
 from worker.flows.lease import Lease
 from worker.flows.parts import Parts
+from worker.flows.points.histories import Means
 from worker.flows.points.receipts import booking_time, read_booking
 from worker.flows.points.record import Outcome, record
 from worker.store.engine import utcnow
 from worker.store.ledger import LeaseLost, Ledger, LedgerRow
-from worker.systems.treazure.client import PointCalls
 
 log = logging.getLogger("pointsync.points")
 
@@ -65,12 +65,12 @@ async def process(parts: Parts, reference: str) -> Outcome:
 
 
 async def work_claimed(parts: Parts, ledger: Ledger, row: LedgerRow,
-                       calls: PointCalls | None = None) -> float | None:
+                       means: Means | None = None) -> float | None:
     """Book a row whose lease this worker just took, and let go of it; returns the seconds
     until the row is due again when it was let go unfinished (None: booked or failed, or
-    the lease was lost to another worker). `calls`: where the booking and its history
-    read go (the client's httpx unless given; a round gives its aiohttp session)."""
-    calls = calls or parts.treazure
+    the lease was lost to another worker). `means`: where its calls go and its history
+    is kept (a single booking's unless given; a round gives its own, see batch.py)."""
+    means = means or Means.single(parts)
     reference = row.reference
     assert row.lease_until is not None
     lease = Lease(reference, row.lease_until, parts.settings.POINTS_LEASE_SECONDS)
@@ -81,7 +81,7 @@ async def work_claimed(parts: Parts, ledger: Ledger, row: LedgerRow,
         if row.state == "received":
             try:
                 async with lease.kept(ledger):
-                    retry_in = await _book(parts, ledger, row, lease, calls)
+                    retry_in = await _book(parts, ledger, row, lease, means)
                     settled = retry_in is None
             except TimeoutError:  # the lease could not be kept: the work was cut short
                 retry_in = 0.0
@@ -103,12 +103,12 @@ class _TryAgain:
 
 
 async def _book(parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease,
-                calls: PointCalls) -> float | None:
+                means: Means) -> float | None:
     """Try to book a few times here; returns when the row should be tried again (None: the
     row is booked or failed)."""
     s = parts.settings
     for attempt in range(1, s.POINTS_INLINE_ATTEMPTS + 1):
-        outcome = await _book_once(parts, ledger, row, lease, calls)
+        outcome = await _book_once(parts, ledger, row, lease, means)
         if outcome is None:
             return None
         row = ledger.row(row.reference)
@@ -132,7 +132,7 @@ def retry_pause(settings: Settings, attempts: int) -> float:
 
 
 async def _book_once(
-    parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease, calls: PointCalls
+    parts: Parts, ledger: Ledger, row: LedgerRow, lease: Lease, means: Means
 ) -> _TryAgain | None:
     s, ref = parts.settings, row.reference
     if row.uncertain:
@@ -143,7 +143,7 @@ async def _book_once(
         if settle > 0:
             await asyncio.sleep(settle)
         try:
-            found = await read_booking(parts, row, calls)
+            found = await read_booking(parts, row, means)
         except RemoteError as exc:
             return _TryAgain(_pause(exc, 1), f"cannot read the history to resolve: {exc}")
         if found is not None:
@@ -161,7 +161,7 @@ async def _book_once(
     assert row.amount_cents is not None and row.description is not None
     lease.renew(ledger, sending=True)
     try:
-        balance = await calls.book_points(
+        balance = await means.calls.book_points(
             row.contact_id, row.amount_cents, row.description, ref)
     except Ambiguous as exc:
         ledger.still_uncertain(ref, str(exc), lease.until)
@@ -176,7 +176,7 @@ async def _book_once(
         ledger.fail(ref, _refusal(exc), lease.until)
         return None
     # Booked. Treazure's own time for it orders it against the sync's balances.
-    booking = await booking_time(parts, row, calls)
+    booking = await booking_time(parts, row, means)
     if booking is None:
         ledger.booked(ref, balance, None, lease.until)
     else:

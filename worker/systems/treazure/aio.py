@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 _JSON = {"Content-Type": "application/json"}
+KEEPALIVE_SECONDS = 5.0  # httpx's keepalive_expiry
 
 
 class AioTreazure:
@@ -53,7 +54,10 @@ class AioTreazure:
 
         s = self._session.settings
         self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            # Idle connections closed after 5 s, as httpx does: a POST sent on one the
+            # server closed meanwhile fails with no answer, and is then left uncertain.
+            connector=aiohttp.TCPConnector(limit=self._concurrency,
+                                           keepalive_timeout=KEEPALIVE_SECONDS),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.HTTP_CONNECT_TIMEOUT_SECONDS,
                                           sock_read=s.HTTP_TIMEOUT_SECONDS),
             headers={"User-Agent": s.USER_AGENT, "Accept": "application/json"},

@@ -18,7 +18,7 @@ from sims.harness import (
     start_simulators,
     stop,
 )
-from tests.support.integration import REDIS_URL, Sim
+from tests.support.integration import QUIET_WORKER, REDIS_URL, Sim
 from tests.support.relays import RelaySims, start_relay_web
 from tests.support.toggle_control import Toggle
 from worker.faces.runtime import prepare_store
@@ -68,8 +68,8 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path
     started: list[CeleryProcess] = []
 
     def start(kind: str = "worker", concurrency: int = 2, **overrides: str) -> CeleryProcess:
-        args = ["--concurrency", str(concurrency), "-n", f"it-{uuid.uuid4().hex[:8]}@%h"] \
-            if kind == "worker" else []
+        args = ["--concurrency", str(concurrency), "-n", f"it-{uuid.uuid4().hex[:8]}@%h",
+                *QUIET_WORKER] if kind == "worker" else []
         process = start_celery(kind, {**worker_env, **overrides},
                                tmp_path / f"{kind}-{len(started)}.log", args)
         started.append(process)
@@ -77,9 +77,9 @@ def start_worker(worker_env: dict[str, str], tmp_path: Path
 
     yield start
     for process in started:
-        # The test is over: a worker still busy (history chunks queued by a sync, say)
-        # need not finish its task, so a warm shutdown gets a few seconds, not 30.
-        process.stop(timeout=5)
+        # The test is over and the next one starts on an emptied Redis and a database of
+        # its own: nothing the worker would finish in a warm shutdown is looked at again.
+        process.kill()
 
 
 @pytest.fixture

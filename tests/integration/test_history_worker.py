@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from sims.guids import seeded_ids
 from sims.harness import CeleryProcess, start_celery
-from tests.support.integration import Sim, logged_results, wait_for
+from tests.support.integration import QUIET_WORKER, Sim, logged_results, wait_for
 from worker.base.settings import CoreSettings
 from worker.faces.celery.app import celery_config
 from worker.store.database import Store
@@ -292,7 +292,7 @@ def test_main_workers_never_run_history_and_history_workers_do(
     sim.post("seed", {"contacts": 50})
     contact = seeded_ids(0, 1)[0]
     main = start_celery("worker", {**worker_env, "HISTORY_AFTER_SYNC": "false"},
-                        tmp_path / "main.log", ["-Q", "celery", "-n", "main@%h"])
+                        tmp_path / "main.log", ["-Q", "celery", "-n", "main@%h", *QUIET_WORKER])
     started = [main]
     try:
         fetch = client.send_task(FETCH, kwargs={"contact_id": contact})  # routed: history
@@ -301,9 +301,9 @@ def test_main_workers_never_run_history_and_history_workers_do(
         assert fetch.state == "PENDING"  # no history worker yet: nobody took it
         assert HistoryStore(store).fetched(contact) is None
         started.append(start_celery("worker", worker_env, tmp_path / "history.log",
-                                    ["-Q", "pointsync.history", "-n", "history@%h"]))
+                                    ["-Q", "pointsync.history", "-n", "history@%h", *QUIET_WORKER]))
         assert fetch.get(timeout=60)["found"] is True
         assert HistoryStore(store).fetched(contact) is not None
     finally:
         for process in started:
-            process.stop()
+            process.kill()  # as start_worker's: the next test has a Redis and store of its own

@@ -19,6 +19,9 @@ from sims.harness import CeleryProcess, Simulators
 
 # A database index of the machine's Redis for these tests alone; emptied before each test.
 REDIS_URL = os.environ.get("IT_REDIS_URL", "redis://127.0.0.1:6379/14")
+# Test workers neither mingle (a 1 s wait for neighbours' revoked ids at every start) nor
+# gossip: no test revokes a task or reads another worker's events.
+QUIET_WORKER = ["--without-mingle", "--without-gossip"]
 
 
 class Sim:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -295,10 +296,23 @@ def test_doctor_names_what_is_wrong_and_how_to_fix_it(
     sim: Sim, worker_env: dict[str, str], store: Store, tmp_path: Path
 ) -> None:
     wrong_key = "wrong-engage-key-5d1f"
-    code, checks = doctor({**worker_env, "ENGAGE_API_KEY": wrong_key,
-                           "TREAZURE_CLIENT_SECRET": "wrong-secret-9a7e",
-                           "CONTLO_API_KEY": "wrong-contlo-key-20c4",
-                           "REDIS_URL": "redis://127.0.0.1:1/0"})
+    old_schema = tmp_path / "empty.db"
+    envs = {
+        "wrong": {**worker_env, "ENGAGE_API_KEY": wrong_key,
+                  "TREAZURE_CLIENT_SECRET": "wrong-secret-9a7e",
+                  "CONTLO_API_KEY": "wrong-contlo-key-20c4",
+                  "REDIS_URL": "redis://127.0.0.1:1/0"},
+        "missing": {**{k: v for k, v in worker_env.items() if k != "TREAZURE_BASE_URL"},
+                    "TREAZURE_BASE_URL": ""},
+        # A relay set in part: named, and everything else is still checked.
+        "partial": {k: v for k, v in worker_env.items() if k != "ATREEMO_WEBHOOK_SECRET"},
+        "old_schema": {**worker_env, "DATABASE_URL": f"sqlite:///{old_schema}"},
+    }
+    # Each run is a process of its own that mostly waits on the network: side by side.
+    with ThreadPoolExecutor(len(envs)) as pool:
+        ran = dict(zip(envs, pool.map(doctor, envs.values()), strict=True))
+
+    code, checks = ran["wrong"]
     assert code == 1
     assert checks["contlo"]["status"] == "fail" and "CONTLO_API_KEY" in checks["contlo"]["fix"]
     assert "wrong-contlo-key-20c4" not in json.dumps(checks)
@@ -311,24 +325,20 @@ def test_doctor_names_what_is_wrong_and_how_to_fix_it(
     assert checks["database"]["status"] == "ok"
     assert wrong_key not in json.dumps(checks) and "wrong-secret-9a7e" not in json.dumps(checks)
 
-    missing = {k: v for k, v in worker_env.items() if k != "TREAZURE_BASE_URL"}
-    code, checks = doctor({**missing, "TREAZURE_BASE_URL": ""})
+    code, checks = ran["missing"]
     assert code == 1
     assert checks["configuration"]["status"] == "fail"
     assert "TREAZURE_BASE_URL" in checks["configuration"]["detail"]
     assert checks["treazure"]["status"] == checks["engage"]["status"] == "skip"
     assert checks["redis"]["status"] == "ok"
 
-    # A relay set in part: named, and everything else is still checked.
-    partial = {k: v for k, v in worker_env.items() if k != "ATREEMO_WEBHOOK_SECRET"}
-    code, checks = doctor(partial)
+    code, checks = ran["partial"]
     assert code == 1
     assert checks["configuration"]["status"] == checks["atreemo"]["status"] == "fail"
     assert "ATREEMO_WEBHOOK_SECRET not set" in checks["atreemo"]["detail"]
     assert checks["treazure"]["status"] == checks["contlo"]["status"] == "ok"
 
-    old_schema = tmp_path / "empty.db"
-    code, checks = doctor({**worker_env, "DATABASE_URL": f"sqlite:///{old_schema}"})
+    _code, checks = ran["old_schema"]
     assert checks["database"]["status"] == "fail"
     assert "pointsync db upgrade" in checks["database"]["fix"]
 

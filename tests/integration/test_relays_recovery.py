@@ -5,7 +5,7 @@ What the design promises (worker/flows/relays/deliver.py): the row is marked unc
 before the request leaves, so a worker that dies mid-send leaves it uncertain; once its
 lease has run out another worker (taken there by the sweep) sends it again and counts that
 send ambiguous on the row; the subject's later events follow it, in order; nothing else is
-sent twice. The relay's lease (120 s) and the sweep's staleness (60 s) are not settings:
+sent twice. The relay's lease (20 s) and the sweep's staleness (60 s) are not settings:
 these tests move the rows' clocks (expire_leases, age) instead of waiting for them."""
 
 from __future__ import annotations

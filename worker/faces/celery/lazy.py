@@ -3,7 +3,7 @@
 The worker's main process imports the task modules to register the tasks' names and
 signatures, and forks its pool children from that state, but never runs a task itself. So
 the task modules import the flows, the store and the clients (SQLAlchemy, httpx,
-redis.asyncio, msgspec: about 25 MB) inside the task bodies, through this module: neither
+redis.asyncio, msgspec: about 20 MB) inside the task bodies, through this module: neither
 the main process nor a pool child that stays idle carries them.
 """
 

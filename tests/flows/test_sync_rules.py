@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -420,3 +421,73 @@ async def test_a_refusal_older_than_the_retry_period_is_not_tried_again(
     remotes.pushes.clear()
     later = await sync(parts)
     assert remotes.pushes == [] and later.counts.pushed == 0
+
+
+async def test_a_lane_compares_while_another_pushes_within_the_push_limit(
+    parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each push slot has two lanes: while one lane's push is in flight another compares
+    its next batch, and pushes in flight never exceed ENGAGE_PUSH_CONCURRENCY."""
+    parts.settings.ENGAGE_PUSH_CONCURRENCY = 1
+    parts.settings.ENGAGE_BATCH_SIZE = 1
+    # Contacts go to lanes by hash: read alternately from each of two lanes, so the
+    # queue's bound never fills with the held lane's batches alone.
+    candidates = [f"00000000-0000-0000-0000-{i:012d}" for i in range(100)]
+    by_lane = [[cid for cid in candidates if hash(cid) % 2 == lane][:6] for lane in (0, 1)]
+    ids = [cid for pair in zip(*by_lane, strict=True) for cid in pair]
+    remotes.add_page(*[(cid, i + 0.5, T1) for i, cid in enumerate(ids)])
+    loop = asyncio.get_running_loop()
+    two_compared = asyncio.Event()  # a second batch compared: the first push not yet done
+    compare = parts.store.changed_contact_states
+    compares: list[int] = []
+
+    def spy_compare(rows, run_id, conn=None):  # type: ignore[no-untyped-def]
+        states = compare(rows, run_id, conn)
+        compares.append(len(rows))
+        if len(compares) >= 2:
+            loop.call_soon_threadsafe(two_compared.set)
+        return states
+
+    push = parts.engage.push_balances
+    in_flight, most, overlapped = 0, 0, []
+
+    async def spy_push(rows, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            if not overlapped:  # hold the first push until another batch is compared
+                await asyncio.wait_for(two_compared.wait(), 10)
+                overlapped.append(True)
+            return await push(rows, **kwargs)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(parts.store, "changed_contact_states", spy_compare)
+    monkeypatch.setattr(parts.engage, "push_balances", spy_push)
+    summary = await sync(parts)
+    assert summary.status == "succeeded", summary.error
+    assert (summary.counts.pushed, most, overlapped) == (12, 1, [True])
+
+
+async def test_progress_is_written_off_the_event_loop(
+    parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's progress waits for SQLite's write lock, which a flush may hold: it is
+    written on the run's write thread, never on the event loop's."""
+    monkeypatch.setattr("worker.flows.sync.run.PROGRESS_EVERY_SECONDS", 0.0)
+    for page in range(3):
+        remotes.add_page((f"00000000-0000-0000-0000-{page:012d}", 1.5, T1))
+    threads: list[str] = []
+    update = parts.store.update_run
+
+    def spy(run_id, **values):  # type: ignore[no-untyped-def]
+        if "fetched" in values and "status" not in values:
+            threads.append(threading.current_thread().name)
+        return update(run_id, **values)
+
+    monkeypatch.setattr(parts.store, "update_run", spy)
+    summary = await sync(parts)
+    assert summary.status == "succeeded" and summary.counts.fetched == 3
+    assert threads and all(name.startswith("sync-db") for name in threads), threads
+    assert parts.store.get_run(summary.run_id)["fetched"] == 3

@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import operator
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from worker.base.backoff import doubled
@@ -33,6 +35,7 @@ from worker.systems.engage.client import EngageClient
 from worker.systems.treazure.parsing import BalanceEntry
 
 T = TypeVar("T")
+log = logging.getLogger("pointsync.sync")
 # Builds a ContactState in C (the named tuple's own __new__ is a Python call).
 _state = functools.partial(tuple.__new__, ContactState)
 # A BalanceEntry's fields, read in C: (contact, cents, mutated µs, …).
@@ -44,8 +47,14 @@ _first_three = operator.itemgetter(slice(0, 3))
 # crash makes the next run repeat at most a few seconds of pushes.
 FLUSH_EVERY_ROWS = 25_000
 FLUSH_EVERY_SECONDS = 2.0
-# Memory bound of a run: at most this many batches (of ≤1,000 rows) wait per lane on average.
+# Memory bound of a run: at most this many batches (of ≤1,000 rows) wait per push slot on
+# average.
 QUEUED_BATCHES_PER_LANE = 4
+# Lanes per push slot (ENGAGE_PUSH_CONCURRENCY): a lane's compare and claim wait on the
+# database and Redis, so with one lane per slot a slot stood idle meanwhile and a million
+# rows took 1.4-2 times a bare transfer's pushes; a second lane fills it. Pushes in flight
+# stay at ENGAGE_PUSH_CONCURRENCY.
+LANES_PER_PUSH = 2
 
 
 class Lanes:
@@ -63,7 +72,8 @@ class Lanes:
         # A heal pushes a balance even when it equals what Engage was last sent: Engage
         # was found to hold something else.
         self.force = False
-        self.count = settings.ENGAGE_PUSH_CONCURRENCY
+        self.count = settings.ENGAGE_PUSH_CONCURRENCY * LANES_PER_PUSH
+        self.pushing = asyncio.Semaphore(settings.ENGAGE_PUSH_CONCURRENCY)
         self.counts = Counts()
         self.buffers: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
         self.db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-db-read")
@@ -81,7 +91,8 @@ class Lanes:
         ]
         # Batches waiting over all lanes are bounded together, not per lane: a lane held up
         # by a 429 must not stop the reader from feeding the other lanes.
-        self.waiting = asyncio.Semaphore(QUEUED_BATCHES_PER_LANE * self.count)
+        self.waiting = asyncio.Semaphore(
+            QUEUED_BATCHES_PER_LANE * settings.ENGAGE_PUSH_CONCURRENCY)
         # What this run sent and read, not yet written to the store (see flush).
         self.pending: dict[str, ContactState] = {}
         self.flushing: dict[str, ContactState] = {}
@@ -113,6 +124,14 @@ class Lanes:
                 await self.waiting.acquire()
                 self.queues[lane].put_nowait(buffer)
             self.queues[lane].put_nowait(None)
+
+    def record_progress(self) -> None:
+        """Write the run's counts so far, on the write thread, not waited for. On the event
+        loop the write waited for SQLite's write lock while a flush held it, stalling every
+        lane; and a store on one connection must not be used from two threads at once."""
+        future = self.write_thread.submit(
+            functools.partial(self.store.update_run, self.run_id, **asdict(self.counts)))
+        future.add_done_callback(_log_failed_progress)
 
     async def _read_db(self, call: Callable[..., T], *args: Any) -> T:
         # Off the event loop: sqlite3 and psycopg release the GIL while they work, so
@@ -187,7 +206,8 @@ class Lanes:
             to_push, token = await self._claim(to_push, lane)
         if to_push:
             try:
-                result = await self.engage.push_balances(to_push)
+                async with self.pushing:
+                    result = await self.engage.push_balances(to_push)
             except BaseException:
                 await self.guard.release_sync([token])
                 raise
@@ -298,3 +318,9 @@ class Lanes:
         self.db_thread.shutdown(wait=True)
         self.write_thread.shutdown(wait=True)
         self.store.close_reader(self.reader)
+
+
+def _log_failed_progress(future: Future[None]) -> None:
+    # Progress is for watching a run; its end is written after the threads stop.
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("the run's progress was not written: %s", future.exception())

@@ -164,7 +164,7 @@ async def _stream(
             if progress is not None:
                 progress(lanes.counts)
             if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
-                store.update_run(run_id, **asdict(lanes.counts))
+                lanes.record_progress()
                 last_progress = time.monotonic()
         await lanes.end_of_input()
 

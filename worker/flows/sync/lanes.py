@@ -20,13 +20,12 @@ import itertools
 import logging
 import operator
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any, TypeVar
 
 from worker.base.backoff import doubled
 from worker.base.settings import Settings
+from worker.flows.sync.readers import StoreReaders
 from worker.flows.sync.summary import Counts
 from worker.store.contacts import ContactState
 from worker.store.database import Store
@@ -34,7 +33,6 @@ from worker.store.pushguard import PushGuard
 from worker.systems.engage.client import EngageClient
 from worker.systems.treazure.parsing import BalanceEntry
 
-T = TypeVar("T")
 log = logging.getLogger("pointsync.sync")
 # Builds a ContactState in C (the named tuple's own __new__ is a Python call).
 _state = functools.partial(tuple.__new__, ContactState)
@@ -55,6 +53,8 @@ QUEUED_BATCHES_PER_LANE = 4
 # rows took 1.4-2 times a bare transfer's pushes; a second lane fills it. Pushes in flight
 # stay at ENGAGE_PUSH_CONCURRENCY.
 LANES_PER_PUSH = 2
+# Threads reading the store for the lanes (see StoreReaders).
+READ_THREADS = 2
 
 
 class Lanes:
@@ -76,14 +76,12 @@ class Lanes:
         self.pushing = asyncio.Semaphore(settings.ENGAGE_PUSH_CONCURRENCY)
         self.counts = Counts()
         self.buffers: list[dict[str, BalanceEntry]] = [{} for _ in range(self.count)]
-        self.db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-db-read")
-        # The reads go through one connection of the run's own (see open_reader).
-        self.reader = store.open_reader()
+        self.readers = StoreReaders(store, READ_THREADS)
         # Flushes write on a connection of their own, so reads never queue behind a large
         # transaction (SQLite's WAL lets readers go on while one writer commits). A store
         # with one shared connection (SQLite in memory) keeps everything on one thread.
-        self.write_thread = self.db_thread if store.single_connection else ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="sync-db-write")
+        self.write_thread = self.readers.pool if store.single_connection else \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-db-write")
         self.flush_lock = asyncio.Lock()
         self.flush_task: asyncio.Task[None] | None = None
         self.queues: list[asyncio.Queue[dict[str, BalanceEntry] | None]] = [
@@ -133,12 +131,6 @@ class Lanes:
             functools.partial(self.store.update_run, self.run_id, **asdict(self.counts)))
         future.add_done_callback(_log_failed_progress)
 
-    async def _read_db(self, call: Callable[..., T], *args: Any) -> T:
-        # Off the event loop: sqlite3 and psycopg release the GIL while they work, so
-        # pages are parsed and pushes sent meanwhile.
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.db_thread, functools.partial(call, *args))
-
     async def run_lane(self, lane: int) -> None:
         queue = self.queues[lane]
         while (batch := await queue.get()) is not None:
@@ -170,7 +162,7 @@ class Lanes:
         counts = self.counts
         force = self.force
         if unknown and force:
-            known.update(await self._read_db(self.store.contact_states, unknown))
+            known.update(await self.readers.run(self.store.contact_states, unknown))
         elif unknown:
             batch = await self._compare_in_store(batch, unknown, known)
         pending = self.pending
@@ -252,9 +244,8 @@ class Lanes:
         still to compare: `batch` less the unchanged ones."""
         values = batch.values() if len(unknown) == len(batch) else map(batch.__getitem__,
                                                                        unknown)
-        states = await self._read_db(
-            self.store.changed_contact_states, list(map(_first_three, values)), self.run_id,
-            self.reader)
+        states = await self.readers.run(
+            self.readers.compare, list(map(_first_three, values)), self.run_id)
         same = len(unknown) - len(states)
         self.counts.unchanged += same
         self.counts.unique_contacts += same  # not yet seen by this run: the store says so
@@ -315,9 +306,8 @@ class Lanes:
         await self.flush()
 
     def stop_threads(self) -> None:
-        self.db_thread.shutdown(wait=True)
         self.write_thread.shutdown(wait=True)
-        self.store.close_reader(self.reader)
+        self.readers.close()
 
 
 def _log_failed_progress(future: Future[None]) -> None:

@@ -9,6 +9,7 @@ scheduled sweep. The route knows the signature scheme only as a SignatureVerifie
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -17,7 +18,7 @@ from worker.base.arguments import InvalidArgument
 from worker.base.point_request import PointRequest, validate_request
 from worker.base.signatures import BadSignature, SignatureVerifier
 from worker.faces.web.context import LEDGER, Refused, blocking, refuse
-from worker.faces.web.queueing import SOURCE, enqueue_recorded
+from worker.faces.web.queueing import SOURCE, UNSENT, queue_recorded
 from worker.flows.points.record import record
 from worker.store.ledger import Ledger
 from worker.systems.engage.webhooks import (
@@ -48,14 +49,23 @@ async def engage_webhook(request: web.Request) -> web.Response:
             refuse(401, str(exc))
         except BadEvent as exc:
             refuse(400, str(exc))
-        status, answer, queue = await blocking(
-            request.app, _record, request.app[LEDGER], payload, reference)
+        status, answer, unsent = await blocking(
+            request.app, _record_and_queue, request.app, payload, reference)
     except Refused as refused:
         log.warning("webhook refused (%s): %s", refused.status, refused.error)
         return web.json_response({"error": refused.error}, status=refused.status)
-    if queue is not None:
-        await enqueue_recorded(request.app, queue)
+    if unsent is not None:
+        request.app[UNSENT].note(unsent)
     return web.json_response(answer, status=status)
+
+
+def _record_and_queue(
+    app: web.Application, payload: dict[str, Any], reference: str
+) -> tuple[int, dict[str, Any], datetime | None]:
+    """(status, answer, since when rows wait for the resender or None): the row committed,
+    then its booking queued, in one trip to the thread pool."""
+    status, answer, queue = _record(app[LEDGER], payload, reference)
+    return status, answer, None if queue is None else queue_recorded(app, queue)
 
 
 def _record(

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from worker.base.point_request import PointRequest
 from worker.base.settings import WebSettings
-from worker.faces.web.context import SETTINGS, blocking, short_error
+from worker.faces.web.context import SETTINGS, short_error
 from worker.flows.points.batch import BOOK_TURN, BOOK_TURN_TTL_MS
 from worker.store.engine import utcnow
 
@@ -64,20 +64,23 @@ def task_kwargs(contact_id: str, amount: str, description: str, reference: str) 
             "reference": reference}
 
 
-async def enqueue_recorded(app: web.Application, point_request: PointRequest) -> None:
-    """Queue the booking of a committed row; on failure note it for the resender."""
+def queue_recorded(app: web.Application, point_request: PointRequest) -> datetime | None:
+    """Queue the booking of a committed row (blocking: run in the app's thread pool, right
+    after the commit). On failure, returns since when the resender should look for rows
+    to queue (the caller notes it on the loop: `Unsent` is not thread-safe)."""
     kwargs = task_kwargs(point_request.contact_id, str(point_request.amount),
                          point_request.description, point_request.reference)
     tried_at = utcnow()
     try:
-        await blocking(app, app[ENQUEUE], kwargs)
+        app[ENQUEUE](kwargs)
     except Exception as exc:  # the row is committed: queued again once Redis is back
-        # It was recorded just before; the margin costs at most a second message for a
-        # row nobody took up yet, which that row's lease makes harmless.
-        app[UNSENT].note(tried_at - RECORDED_MARGIN)
         log.warning("webhook %s: recorded, but queueing its task failed (%s); "
                     "it is queued once Redis answers again", point_request.reference,
                     short_error(exc, app[SETTINGS]))
+        # It was recorded just before; the margin costs at most a second message for a
+        # row nobody took up yet, which that row's lease makes harmless.
+        return tried_at - RECORDED_MARGIN
+    return None
 
 
 def task_sender(settings: WebSettings, task: str, countdown: float | None = None

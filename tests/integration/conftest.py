@@ -19,6 +19,7 @@ from sims.harness import (
     stop,
 )
 from tests.support.integration import QUIET_WORKER, REDIS_URL, Sim
+from tests.support.redis_server import RedisServer
 from tests.support.relays import RelaySims, start_relay_web
 from tests.support.toggle_control import Toggle
 from worker.faces.runtime import prepare_store
@@ -115,3 +116,12 @@ def web(worker_env: dict[str, str], store: Store, tmp_path: Path) -> Iterator[We
     process = start_relay_web(worker_env, tmp_path / "web.log")
     yield process
     process.stop(timeout=5)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, that it may stop and start again (an outage)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

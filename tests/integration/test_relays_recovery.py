@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -117,14 +117,6 @@ def test_a_worker_killed_mid_delivery_a_new_worker_and_beats_sweep_finish_in_ord
     resent = delivery(store, toggle_key(slow[0]))
     assert (resent.state, resent.attempts, resent.ambiguous) == ("delivered", 2, 1)
     assert [delivery(store, toggle_key(b)).ambiguous for b in (*slow[1:], *other)] == [0, 0, 0, 0]
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_events_received_while_redis_is_down_are_delivered_in_order_by_the_sweep(

@@ -7,7 +7,7 @@ import pytest
 from tests.support.flows import FakeRemotes, Parts
 from worker.flows.sync.lanes import READ_THREADS
 from worker.flows.sync.run import run_sync
-from worker.store.contacts import READER_CACHE_KIB
+from worker.store.contacts import READER_CACHE_KIB, WRITER_CACHE_KIB
 from worker.store.database import Store
 from worker.store.engine import make_engine
 from worker.store.schema import upgrade_schema
@@ -60,3 +60,31 @@ async def test_a_run_reads_on_a_connection_of_its_own_with_a_small_cache(
     if parts.store.engine.dialect.name == "sqlite":
         with parts.store.engine.connect() as pooled:
             assert pooled.exec_driver_sql("PRAGMA cache_size").scalar() == -16384
+
+
+async def test_a_run_writes_on_a_connection_of_its_own(
+    parts: Parts, remotes: FakeRemotes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write-behind commits on one connection of the run's own (its cache stays warm,
+    not made stale by the pool's other connections), with a bounded cache (SQLite), dropped
+    at the end."""
+    ids = [f"00000000-0000-0000-0000-{i:012d}" for i in range(25)]
+    remotes.add_page(*[(cid, i + 0.5, "2026-11-21T08:00:00Z") for i, cid in enumerate(ids)])
+    save = parts.store.save_contact_states
+    writers: list[object] = []
+
+    def spy(states, rejections=(), conn=None):  # type: ignore[no-untyped-def]
+        assert conn is not None
+        writers.append(conn)
+        if parts.store.engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -WRITER_CACHE_KIB
+            conn.rollback()
+        return save(states, rejections, conn)
+
+    monkeypatch.setattr(parts.store, "save_contact_states", spy)
+    summary = await run_sync(parts.settings, parts.store, parts.redis, parts.treazure,
+                             parts.engage)
+    assert (summary.status, summary.counts.pushed) == ("succeeded", 25)
+    assert writers and len(set(map(id, writers))) == 1
+    assert writers[0].closed  # type: ignore[attr-defined]
+    assert parts.store.contact_states(ids[:1])[ids[0]].sent_cents == 50

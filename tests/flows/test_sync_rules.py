@@ -146,10 +146,10 @@ async def test_an_unchanged_rerun_writes_no_row_and_marks_only_what_moved(
     saved: list[tuple[object, ...]] = []
     save = parts.store.save_contact_states
 
-    def spy(states, rejections=()):  # type: ignore[no-untyped-def]
+    def spy(states, rejections=(), conn=None):  # type: ignore[no-untyped-def]
         states = list(states)
         saved.extend(states)
-        save(states, rejections)
+        save(states, rejections, conn)
 
     monkeypatch.setattr(parts.store, "save_contact_states", spy)
     again = await sync(parts)

@@ -67,11 +67,13 @@ class ContactState(NamedTuple):
     seen_run_id: int | None
 
 
-# The page cache of a sync run's own reading connection (SQLite), in KiB. The pooled
-# connections (16 MiB each, for the writes) take turns with the reads, and over a re-run
-# with nothing written each filled its cache: about 35 MB more at a million contacts. Reads
-# of random keys gain little from a larger one.
+# The page caches of a sync run's own connections (SQLite), in KiB. The pooled connections
+# (16 MiB each) took turns with a run's reads and writes: over a re-run with nothing written
+# each filled its cache (about 35 MB more at a million contacts), and during a first sync
+# the writes spread 16-19 MB over them, each cache made stale by the others' commits.
+# Reads of random keys gain little from a larger cache; the writer keeps its own warm.
 READER_CACHE_KIB = 2048
+WRITER_CACHE_KIB = 8192
 
 # Builds a ContactState from a row in C (the named tuple's own _make is a Python call).
 _state = functools.partial(tuple.__new__, ContactState)
@@ -87,22 +89,32 @@ class ContactQueries:
     # The driver's own placeholder: `?` for sqlite3, `%s` for psycopg.
     _mark: str
 
-    def open_reader(self) -> Connection | None:
-        """A connection of its own for a sync run's per-batch reads (pass it as `conn`),
-        with a small page cache; None for a store on one shared connection. Close it with
-        `close_reader`, which drops it: its cache setting must not go back to the pool."""
+    def open_connection(self, cache_kib: int) -> Connection | None:
+        """A connection of a sync run's own (pass it as `conn`) with a page cache of
+        `cache_kib` (SQLite); None for a store on one shared connection. Close it with
+        `close_connection`, which drops it: its cache setting must not go back to the pool."""
         if self.single_connection:
             return None
         conn = self.engine.connect()
         if self.engine.dialect.name == "sqlite":
-            conn.exec_driver_sql(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
+            conn.exec_driver_sql(f"PRAGMA cache_size=-{cache_kib}")
         conn.rollback()
         return conn
 
-    def close_reader(self, conn: Connection | None) -> None:
+    def close_connection(self, conn: Connection | None) -> None:
         if conn is not None:
             conn.invalidate()
             conn.close()
+
+    @contextlib.contextmanager
+    def _writing(self, conn: Connection | None) -> Iterator[Connection]:
+        """One transaction on `conn`, or on a pooled connection."""
+        if conn is None:
+            with self.engine.begin() as pooled:
+                yield pooled
+            return
+        with conn.begin():
+            yield conn
 
     @contextlib.contextmanager
     def _reading(self, conn: Connection | None) -> Iterator[Connection]:
@@ -160,6 +172,7 @@ class ContactQueries:
         self,
         states: Iterable[tuple[str, int | None, int | None, int | None] | ContactState],
         rejections: Iterable[tuple[int, str, int | None, str | None, str]] = (),
+        conn: Connection | None = None,
     ) -> None:
         """Upsert (contact, sent cents, sent mutated µs, seen run) rows, and rejected rows
         (run, contact, cents, mutatedAt, reason), in one transaction."""
@@ -170,10 +183,10 @@ class ContactQueries:
              "reason": reason[:200], "created_at": utcnow()}
             for run_id, cid, cents, at, reason in rejections
         ]
-        with self.engine.begin() as conn:
-            _upsert_contact_states(conn, rows)
+        with self._writing(conn) as writer:
+            _upsert_contact_states(writer, rows)
             if rejection_rows:
-                conn.execute(insert(sync_rejections), rejection_rows)
+                writer.execute(insert(sync_rejections), rejection_rows)
 
     def contacts_seen_in_run(self, run_id: int, after: str = "", limit: int = 1000) -> list[str]:
         """Contacts whose balance moved in a sync run (pushed, refused, or the same balance

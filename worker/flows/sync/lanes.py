@@ -27,7 +27,7 @@ from worker.base.backoff import doubled
 from worker.base.settings import Settings
 from worker.flows.sync.readers import StoreReaders
 from worker.flows.sync.summary import Counts
-from worker.store.contacts import ContactState
+from worker.store.contacts import WRITER_CACHE_KIB, ContactState
 from worker.store.database import Store
 from worker.store.pushguard import PushGuard
 from worker.systems.engage.client import EngageClient
@@ -82,6 +82,7 @@ class Lanes:
         # with one shared connection (SQLite in memory) keeps everything on one thread.
         self.write_thread = self.readers.pool if store.single_connection else \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-db-write")
+        self.writer = store.open_connection(WRITER_CACHE_KIB)
         self.flush_lock = asyncio.Lock()
         self.flush_task: asyncio.Task[None] | None = None
         self.queues: list[asyncio.Queue[dict[str, BalanceEntry] | None]] = [
@@ -294,7 +295,7 @@ class Lanes:
             rows = list(snapshot.values())
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self.write_thread, functools.partial(
-                self.store.save_contact_states, rows, rejections))
+                self.store.save_contact_states, rows, rejections, self.writer))
             await self.guard.release_sync(tokens)
             # Only once committed: after a failed write the overlay keeps guarding.
             self.flushing = {}
@@ -308,6 +309,7 @@ class Lanes:
     def stop_threads(self) -> None:
         self.write_thread.shutdown(wait=True)
         self.readers.close()
+        self.store.close_connection(self.writer)
 
 
 def _log_failed_progress(future: Future[None]) -> None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
-from worker.store.contacts import ContactState
+from worker.store.contacts import READER_CACHE_KIB, ContactState
 from worker.store.database import Store
 
 T = TypeVar("T")
@@ -23,7 +23,7 @@ class StoreReaders:
 
     At a million contacts each batch's compare is about 4 ms of random-key lookups, and one
     thread was the limit of an unchanged re-run; each thread reads on a connection of its
-    own (`Store.open_reader`), opened on first use and dropped by `close`.
+    own (`Store.open_connection`), opened on first use and dropped by `close`.
     """
 
     def __init__(self, store: Store, threads: int) -> None:
@@ -43,7 +43,7 @@ class StoreReaders:
     def connection(self) -> Connection | None:
         """This thread's reading connection; None for a store on one shared connection."""
         if not hasattr(self._local, "conn"):
-            opened = self.store.open_reader()
+            opened = self.store.open_connection(READER_CACHE_KIB)
             if opened is not None:
                 with self._lock:
                     self._opened.append(opened)
@@ -59,5 +59,5 @@ class StoreReaders:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         for conn in self._opened:
-            self.store.close_reader(conn)
+            self.store.close_connection(conn)
         self._opened.clear()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -75,14 +75,6 @@ def test_a_killed_workers_transactions_are_taken_over_once_its_short_lease_runs_
     # first: nothing booked twice.
     for contact in contacts:
         assert bookings(seeded, contact) == 1, contact
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_webhooks_recorded_while_redis_is_down_are_queued_as_soon_as_it_returns(

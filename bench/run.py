@@ -273,7 +273,7 @@ def print_sync(result: dict[str, Any]) -> None:
     rows = [
         ("balances", f"{result['contacts']:,}",
          f"worker --concurrency {result['worker_concurrency']}, "
-         f"{result['push_concurrency']} push lanes"),
+         f"{result['push_concurrency']} pushes in flight (ENGAGE_PUSH_CONCURRENCY)"),
         ("wall time, first sync", f"{result['wall_seconds']:.2f} s",
          f"bound {result['bound_seconds']:.1f} s ({result['engage_requests']} requests"
          f" at {result['engage_rate_limit']:g}/s)"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import email.utils
+import gc
 import random
+import weakref
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
@@ -359,3 +361,22 @@ def test_masking_an_error_again_changes_nothing(env: pytest.MonkeyPatch) -> None
 
     assert first.reason == "HTTP 400: client_secret=***, Bearer ***"
     assert again.reason == first.reason and str(again) == str(first)
+
+
+async def test_a_sent_request_and_its_body_are_freed_without_the_garbage_collector() -> None:
+    # httpx ties a read response to its stream in a cycle that held the request and its
+    # body (150 KB for a push) until a full collection, which a long sync seldom runs.
+    transport = httpx.MockTransport(lambda request: httpx.Response(202, json={"ok": True}))
+    async with httpx.AsyncClient(base_url=BASE, transport=transport) as client:
+        request = client.build_request("POST", "/balances", content=b"x" * 150_000)
+        gone = weakref.ref(request)
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            response = await send(client, "engage", request, write=True)
+            assert response.json() == {"ok": True}  # still readable
+            del request, response
+            assert gone() is None
+        finally:
+            if was_enabled:
+                gc.enable()

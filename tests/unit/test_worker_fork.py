@@ -12,7 +12,7 @@ from celery import signals
 from sqlalchemy import text
 
 import worker.faces.celery.app  # noqa: F401  (connects the worker's signal handlers)
-from worker.base.memory import _libc, trim_heap
+from worker.base.memory import YOUNG_GENERATION_THRESHOLD, _libc, trim_heap
 
 
 def test_before_a_child_is_forked_the_objects_are_frozen() -> None:
@@ -22,6 +22,15 @@ def test_before_a_child_is_forked_the_objects_are_frozen() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_a_new_pool_child_collects_its_young_generation_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        signals.worker_process_init.send(sender=None)
+        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, *before[1:])
+    finally:
+        gc.set_threshold(*before)
 
 
 @pytest.mark.skipif(_libc() is None, reason="not glibc")

@@ -117,7 +117,11 @@ def _require_full_settings(**_: Any) -> None:
 def _after_fork(**_: Any) -> None:
     """A new pool child drops its parent's connections and clients, if the parent had any:
     where the worker never loaded the runtime (it runs no task) there is nothing to drop,
-    and importing it here would load the store and clients into an idle child."""
+    and importing it here would load the store and clients into an idle child. The child
+    runs the flows, so its collector runs less often (base/memory.tune_collector)."""
+    from worker.base.memory import tune_collector
+
+    tune_collector()
     runtime = sys.modules.get("worker.faces.runtime")
     if runtime is not None:
         runtime.reset_after_fork()

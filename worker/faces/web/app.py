@@ -16,6 +16,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from worker.base.logs import configure_logging
+from worker.base.memory import tune_collector
 from worker.base.settings import ConfigError, WebSettings, exit_on_config_error, get_web_settings
 from worker.faces.runtime import prepare_store, remote
 from worker.faces.web.context import EXECUTOR, HISTORY, LEDGER, REDIS, SETTINGS, STORE
@@ -114,6 +115,7 @@ def main() -> None:
         app = create_app(settings)
     except ConfigError as exc:
         exit_on_config_error(exc)
+    tune_collector()
     url = f"http://{settings.WEB_HOST}:{settings.PORT}"
     web.run_app(app, host=settings.WEB_HOST, port=settings.PORT, access_log=None,
                 print=lambda _banner: log.info("pointsync web listening on %s", url))

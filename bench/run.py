@@ -145,7 +145,8 @@ def _reseed(engage: str, plan: dict[str, Any]) -> None:
 
 
 def sync_benchmark(contacts: int, rate_limit: float, redis_url: str,
-                   concurrency: int = 2, push_concurrency: int = 4) -> dict[str, Any]:
+                   concurrency: int = 2, push_concurrency: int = 4,
+                   lean_worker: bool = False) -> dict[str, Any]:
     """Phases, in this order, so that each figure is compared with baselines measured just
     before and just after it (the machine's speed drifts over minutes; the ratios use the
     mean of the two, and both are reported), all on the same seeded books:
@@ -177,7 +178,7 @@ def sync_benchmark(contacts: int, rate_limit: float, redis_url: str,
                               ["--concurrency", str(concurrency), "-n", "bench@%h",
                                # the main workers' queue, as operators run them: the
                                # history refresh a sync queues goes to history workers
-                               "-Q", "celery"])
+                               "-Q", "celery"], lean=lean_worker)
         idle_memory = memory_now(worker.proc.pid)
 
         print("bare transfer A …", flush=True)
@@ -272,7 +273,8 @@ def print_sync(result: dict[str, Any]) -> None:
     bare_b, read_a = result["bare_transfer_after"], result["bare_read_before"]
     rows = [
         ("balances", f"{result['contacts']:,}",
-         f"worker --concurrency {result['worker_concurrency']}, "
+         f"{result.get('worker_command', 'celery -A worker worker')} "
+         f"--concurrency {result['worker_concurrency']}, "
          f"{result['push_concurrency']} pushes in flight (ENGAGE_PUSH_CONCURRENCY)"),
         ("wall time, first sync", f"{result['wall_seconds']:.2f} s",
          f"bound {result['bound_seconds']:.1f} s ({result['engage_requests']} requests"
@@ -333,16 +335,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="worker pool size")
     parser.add_argument("--push-concurrency", type=int, default=4,
                         help="ENGAGE_PUSH_CONCURRENCY, and the bare transfer's pushers")
+    parser.add_argument("--lean-worker", action="store_true",
+                        help="start the worker with python -m worker.faces.celery.worker_command "
+                             "instead of celery -A worker worker (results: sync-lean.json)")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     with ensure_redis(args.redis_url, Path(tempfile.mkdtemp())) as redis_url:
         result = sync_benchmark(args.contacts, args.rate_limit, redis_url,
-                                args.concurrency, args.push_concurrency)
+                                args.concurrency, args.push_concurrency, args.lean_worker)
     result["measured_at"] = datetime.now(UTC).isoformat()
     result["machine"] = {"cpus": psutil.cpu_count(), "python": platform.python_version()}
+    result["worker_command"] = "python -m worker.faces.celery.worker_command" \
+        if args.lean_worker else "celery -A worker worker"
     print_sync(result)
-    (RESULTS / "sync.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"\nwritten to {RESULTS / 'sync.json'}")
+    out = RESULTS / ("sync-lean.json" if args.lean_worker else "sync.json")
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":

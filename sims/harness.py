@@ -203,11 +203,14 @@ class CeleryProcess(ManagedProcess):
 
 
 def start_celery(kind: str, env: dict[str, str], log: Path, args: list[str] | None = None,
-                 ready_timeout: float = 60) -> CeleryProcess:
-    """`celery -A worker worker|beat …`, waiting until it says it is ready."""
+                 ready_timeout: float = 60, *, lean: bool = False) -> CeleryProcess:
+    """`celery -A worker worker|beat …`, waiting until it says it is ready. `lean`: the
+    worker through `python -m worker.faces.celery.worker_command` (no Celery CLI plugins)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     handle = log.open("w")
-    command = [str(BIN / "celery"), "-A", "worker", kind, "--loglevel", "INFO", *(args or [])]
+    start = [PYTHON, "-m", "worker.faces.celery.worker_command"] if lean and kind == "worker" \
+        else [str(BIN / "celery"), "-A", "worker", kind]
+    command = [*start, "--loglevel", "INFO", *(args or [])]
     proc = subprocess.Popen(
         command, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so kill() reaches the children

@@ -67,9 +67,10 @@ def test_httpx_comes_without_its_command_line_tool_after_worker() -> None:
     assert loaded == "[]"
 
 
-# Compiled parts of what the runtime loads (the store's SQLAlchemy, the clients' msgspec):
-# a process that has imported them maps these files.
-RUNTIME_LIBRARIES = ("/sqlalchemy/", "/msgspec/")
+# Compiled parts of what the runtime loads (the store's SQLAlchemy, the clients' msgspec,
+# the settings' pydantic, read apart for the app: settings_apart.py): a process that has
+# imported them maps these files.
+RUNTIME_LIBRARIES = ("/sqlalchemy/", "/msgspec/", "/pydantic_core/")
 
 
 def _maps_runtime(pid: int) -> bool:

@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 from celery._state import get_current_task
-from pydantic import SecretStr
 
 FORMATS = ("text", "json")
 MASK = "***"
@@ -121,8 +120,10 @@ def settings_secrets(settings: Any) -> dict[str, str]:
     found: dict[str, str] = {}
     for name in (*SECRET_SETTINGS, *URL_SETTINGS):
         value: Any = getattr(settings, name, None)
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
+        # pydantic's SecretStr, read by its method: logging (loaded in the worker's main
+        # process) does not import pydantic (see faces/celery/settings_apart.py).
+        if callable(reveal := getattr(value, "get_secret_value", None)):
+            value = reveal()
         if value is not None:
             found[name] = str(value)
     return found

@@ -8,9 +8,9 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from worker.base.settings import ConfigError, CoreSettings, exit_on_config_error, get_core_settings
 from worker.faces.celery.masking import mask_published_headers
 from worker.faces.celery.schedule import beat_schedule
+from worker.faces.celery.settings_apart import CeleryInputs, checked_database_url, core_values
 
 DEFAULT_QUEUE = "celery"
 HISTORY_QUEUE = "pointsync.history"
@@ -19,7 +19,7 @@ HISTORY_TASKS = ("pointsync.fetch_history", "pointsync.fetch_history_batch",
                  "pointsync.refresh_history", "pointsync.purge_history")
 
 
-def celery_config(settings: CoreSettings) -> dict[str, Any]:
+def celery_config(settings: CeleryInputs) -> dict[str, Any]:
     hard = settings.TASK_TIME_LIMIT_SECONDS
     # Above the hard limit, so a running task's message is never handed to a second worker.
     visibility = hard + 600
@@ -82,10 +82,7 @@ def celery_config(settings: CoreSettings) -> dict[str, Any]:
 
 
 def create_app() -> Celery:
-    try:
-        settings = get_core_settings()
-    except ConfigError as exc:
-        exit_on_config_error(exc)
+    settings = core_values()  # read apart: pydantic stays out of the worker (settings_apart)
     # Card numbers masked wherever Celery shows arguments (masking.py: sent, received).
     celery_app = Celery("pointsync", include=["worker.faces.celery.tasks",
                                               "worker.faces.celery.giftcard_tasks",
@@ -101,17 +98,12 @@ app = create_app()
 
 def _require_full_settings(**_: Any) -> None:
     """Worker and beat refuse to start on a missing or malformed setting, in one line."""
-    from worker.base.settings import get_settings
-
-    try:
-        settings = get_settings()
-    except ConfigError as exc:
-        exit_on_config_error(exc)
+    database_url = checked_database_url()
     from worker.faces.schema_apart import prepare_schema_apart
 
     # In a child process: the worker and its pool children never hold Alembic, and the
     # worker itself (which runs no task) never loads SQLAlchemy.
-    prepare_schema_apart(settings.DATABASE_URL)
+    prepare_schema_apart(database_url)
 
 
 def _after_fork(**_: Any) -> None:
@@ -170,7 +162,7 @@ def _format_celery_logs(logger: Any = None, **_: Any) -> None:
 
     from worker.base.logs import use_format
 
-    fmt = get_core_settings().LOG_FORMAT
+    fmt = core_values().LOG_FORMAT
     # The root logger, then Celery's task logger (it does not propagate), and the pool's
     # multiprocessing logger, which Celery sets up beside the root without a signal.
     for target in (logger, get_multiprocessing_logger()):
@@ -186,7 +178,7 @@ def _early_worker_logs(**_: Any) -> None:
 
     from worker.base.logs import configure_logging
 
-    configure_logging(get_core_settings().LOG_FORMAT, "WARNING")
+    configure_logging(core_values().LOG_FORMAT, "WARNING")
     logging.captureWarnings(True)
 
 
@@ -195,7 +187,7 @@ def _no_banner_in_json(ctx: Any, _param: Any, _value: Any) -> None:
     would be the only lines that are not JSON, so there they are left out, as with
     `celery -q`. Run as the callback of a hidden option of those two commands, because
     Click calls it after the CLI context exists and before the command reads `quiet`."""
-    if get_core_settings().LOG_FORMAT == "json" and ctx.obj is not None:
+    if core_values().LOG_FORMAT == "json" and ctx.obj is not None:
         ctx.obj.quiet = True
 
 

@@ -3,12 +3,13 @@ itself is in beat.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.base.settings import CoreSettings
+if TYPE_CHECKING:
+    from worker.faces.celery.settings_apart import CeleryInputs
 
 
-def beat_schedule(settings: CoreSettings) -> dict[str, Any]:
+def beat_schedule(settings: CeleryInputs) -> dict[str, Any]:
     return {
         "sync-balances": {
             "task": "pointsync.sync_balances",

@@ -10,7 +10,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from worker.base.point_request import SOURCES, validate_contact_id, validate_request
-from worker.base.settings import get_settings
 from worker.faces.celery.app import app
 from worker.faces.celery.lazy import run_with_parts
 
@@ -27,6 +26,7 @@ class SyncFailed(Exception):
 @app.task(name="pointsync.sync_balances", bind=True)
 def sync_balances(self: Any, since: str | None = None, until: str | None = None) -> dict[str, Any]:
     """One balance sync run; `since`/`until` (ISO times) override the window."""
+    from worker.base.settings import get_settings
     from worker.faces.runtime import remote
     from worker.flows.sync.run import run_sync
 
@@ -229,6 +229,7 @@ def fetch_history_batch(contact_ids: list[str]) -> dict[str, int]:
 @app.task(name="pointsync.refresh_history", **NO_RESULT)
 def refresh_history(run_id: int) -> dict[str, int]:
     """After a sync run: refresh the history of every contact it read, in chunk tasks."""
+    from worker.base.settings import get_settings
     from worker.faces.runtime import get_store
     settings = get_settings()
     store = get_store(settings)
@@ -244,6 +245,7 @@ def refresh_history(run_id: int) -> dict[str, int]:
 @app.task(name="pointsync.purge_history")
 def purge_history() -> dict[str, int]:
     """Apply HISTORY_RETENTION_DAYS."""
+    from worker.base.settings import get_settings
     from worker.faces.runtime import get_store
     from worker.flows import history
     settings = get_settings()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.base.arguments import InvalidArgument
 from worker.base.point_request import (
@@ -20,8 +20,10 @@ from worker.base.point_request import (
     validate_description,
     validate_reference,
 )
-from worker.base.settings import Settings
 from worker.systems.toggle.cards import to_minor, valid_card_number
+
+if TYPE_CHECKING:
+    from worker.base.settings import Settings
 
 # GraphQL's Int is 32-bit: Toggle cannot hold a larger value.
 MAX_VALUE_MINOR = 2**31 - 1

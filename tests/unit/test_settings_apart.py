@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration  # starts processes
+
 PROBE = (
     "import sys\n"
     "from worker.faces.celery.settings_apart import core_values, checked_database_url\n"

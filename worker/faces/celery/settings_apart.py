@@ -52,7 +52,6 @@ class CoreValues:
 _FIELDS = tuple(CoreValues.__dataclass_fields__)
 
 
-@functools.cache
 def core_values() -> CoreValues:
     """The app's settings, checked (a process stops on an invalid one)."""
     return CoreValues(**_read(CORE))
@@ -64,8 +63,13 @@ def checked_database_url() -> str:
 
 
 def _read(kind: str) -> dict[str, Any]:
-    if "pydantic" in sys.modules:
-        return _values(kind)
+    # In place, the settings' own cache answers (and forgets with settings.clear_cache).
+    return _values(kind) if "pydantic" in sys.modules else _read_apart(kind)
+
+
+@functools.cache
+def _read_apart(kind: str) -> dict[str, Any]:
+    """One short-lived process per kind and process lifetime."""
     answer = subprocess.run([sys.executable, "-m", __name__, kind], capture_output=True,
                             text=True, check=False)
     if answer.returncode != 0:

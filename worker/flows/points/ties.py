@@ -9,11 +9,11 @@ balance after the last entry at that time is the balance as of it.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from worker.base.http import RemoteError
-from worker.base.money import cents_from_json, from_utc_micros, utc_micros
+from worker.base.money import from_utc_micros
 from worker.flows.parts import Parts
+from worker.systems.treazure.history import entry_booking
 
 log = logging.getLogger("pointsync.points")
 
@@ -30,8 +30,10 @@ async def balance_at(parts: Parts, contact_id: str, mutated_us: int) -> int | No
     last: int | None = None
     for entry in entries:  # oldest first: the last one at that time wins
         try:
-            if utc_micros(datetime.fromisoformat(entry["dateTime"])) == mutated_us:
-                last = cents_from_json(entry["balance"])
+            booking = entry_booking(entry)
         except (KeyError, TypeError, ValueError):
             log.warning("history entry of %s is malformed; skipped", contact_id)
+            continue
+        if booking.mutated_us == mutated_us:
+            last = booking.balance_cents
     return last

@@ -78,13 +78,19 @@ class HistoryReader:
         return await read_history(self._aio, contact_id, since)
 
 
+def entry_booking(entry: dict[str, Any]) -> Booking:
+    """An entry's balance after it and its time; KeyError, TypeError or ValueError when
+    the entry does not carry them readably."""
+    return Booking(cents_from_json(entry["balance"]),
+                   utc_micros(datetime.fromisoformat(entry["dateTime"])))
+
+
 def receipt_in(entries: list[dict[str, Any]], receipt_nr: str) -> Booking | None:
     """The booking of `receipt_nr` among history entries (the newest, were there two)."""
     for entry in reversed(entries):
         if entry.get("receiptNr") == receipt_nr:
             try:
-                return Booking(cents_from_json(entry["balance"]),
-                               utc_micros(datetime.fromisoformat(entry["dateTime"])))
+                return entry_booking(entry)
             except (KeyError, TypeError, ValueError):
                 raise Rejected(SERVICE, f"history entry {receipt_nr} is malformed") from None
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import gc
 import random
+import ssl
 import weakref
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -21,8 +22,10 @@ from worker.base.http import (
     Retryable,
     classify_response,
     error_detail,
+    make_client,
     parse_retry_after,
     send,
+    tls_context,
     with_retries,
 )
 
@@ -380,3 +383,14 @@ async def test_a_sent_request_and_its_body_are_freed_without_the_garbage_collect
         finally:
             if was_enabled:
                 gc.enable()
+
+
+async def test_clients_share_one_verifying_tls_context() -> None:
+    # httpx built (and loaded the CA bundle into) a context per client, about 40 ms each.
+    first = make_client("https://one.test", timeout=5, connect_timeout=1)
+    second = make_client("http://two.test", timeout=5, connect_timeout=1)
+    async with first, second:
+        contexts = {id(client._transport._pool._ssl_context)  # type: ignore[attr-defined]
+                    for client in (first, second)}
+    assert contexts == {id(tls_context())}
+    assert tls_context().verify_mode == ssl.CERT_REQUIRED and tls_context().check_hostname

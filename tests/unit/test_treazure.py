@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qs
 
 import fakeredis
@@ -18,6 +19,7 @@ from tests.support.unit import CLIENT_SECRET, TREAZURE, SleepRecorder, json_resp
 from worker.base.http import Rejected, RemoteError, Retryable
 from worker.base.money import utc_micros
 from worker.base.settings import Settings
+from worker.systems.treazure import parsing
 from worker.systems.treazure.client import TreazureClient
 from worker.systems.treazure.jobs import ForeignLink, JobTimeout
 from worker.systems.treazure.parsing import BalanceEntry, MalformedEntry, parse_page
@@ -55,7 +57,7 @@ def parse_utc_micros(text: str) -> int:
 def entry(contact_id: str, amount: str, at: str) -> BalanceEntry:
     """The entry a page row should become: exact cents and amount, the instant of `at`."""
     return BalanceEntry(contact_id, int(Decimal(amount).scaleb(2)), parse_utc_micros(at),
-                        datetime.fromisoformat(at), ExactAmount(amount))  # type: ignore[arg-type]
+                        datetime.fromisoformat(at), ExactAmount(amount))
 
 
 def G(short: str) -> str:
@@ -719,3 +721,59 @@ async def test_a_next_link_naming_treazures_own_host_is_followed(api, client, to
 
     assert contacts(await collect(client)) == [[G("c1")], [G("c2")]]
     assert origins(api) == {TREAZURE_ORIGIN}
+
+
+# -- the page's rows a column at a time ---------------------------------------------------
+
+
+def _items(rows: list[dict[str, object]]) -> list[Any]:
+    page = parsing._decode_page(_raw(rows))
+    return page.items or []
+
+
+def _usual_rows(count: int) -> list[dict[str, object]]:
+    """Rows as Treazure sends most of them: GUIDs, two-decimal floats, ints, UTC times with
+    and without fractions, some without a program."""
+    rows = []
+    for n in range(count):
+        balance: object = [1250.5, 0.29, 7, -3.1, 0.0, 99999999.99][n % 6]
+        at = ["2026-11-21T09:14:03Z", "2026-11-21T09:14:03.123Z", "2026-11-21T10:14:03+01:00"][
+            n % 3]
+        row = item(G(f"r{n}"), balance, at)
+        if n % 4 == 0:
+            del row["loyaltyPointDefinitionId"]
+        rows.append(row)
+    return rows
+
+
+def test_a_usual_page_is_read_a_column_at_a_time_with_the_rows_result() -> None:
+    items = _items(_usual_rows(60))
+
+    at_once = parsing._rows_at_once(items, "points")
+
+    assert at_once is not None  # the column path took the page
+    assert at_once == parsing._rows_one_by_one(items, "points")[0]
+    assert [type(e.amount) for e in at_once[:3]] == [float, float, int]
+    assert parse_page(_raw(_usual_rows(60)), "points") == (at_once, [], None)
+
+
+@pytest.mark.parametrize(
+    "odd_row",
+    [
+        item(G("odd"), 1, definition="bonus"),  # another program's row: skipped
+        item(G("odd"), "12.50"),  # decimal text: read by money.cents_from_json
+        item(G("odd"), 1.005),  # three decimals: malformed
+        item(G("odd"), 1e13),  # beyond the exact float range: read through Decimal
+        item(G("odd"), -1e13),
+        item("5eed0000x0000-4000-8000-000000000000", 1),  # not shaped like a GUID
+        item("5eed0000-0000-4000-8000-0000000000000", 1),  # 37 characters
+    ],
+)
+def test_a_page_the_column_pass_cannot_vouch_for_is_read_row_by_row(odd_row) -> None:
+    rows = [*_usual_rows(10), odd_row, *_usual_rows(5)]
+    items = _items(rows)
+
+    assert parsing._rows_at_once(items, "points") is None
+    good, bad = parsing._rows_one_by_one(items, "points")
+    assert parse_page(_raw(rows), "points") == (good, bad, None)
+    assert len(good) + len(bad) in (15, 16)

@@ -7,6 +7,8 @@ differently is handled by changing this package alone.
 from __future__ import annotations
 
 import functools
+import itertools
+import operator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, NamedTuple
@@ -41,7 +43,9 @@ class MalformedEntry(NamedTuple):
     reason: str
 
 
-class _Item(msgspec.Struct):
+# gc=False: a row holds only strings, numbers and a datetime, so it can be in no
+# reference cycle, and the collector need not count 5,000 of them a page.
+class _Item(msgspec.Struct, gc=False):
     accountNumber: str
     # Turned into exact cents by money.cents_from_json; decimal text is accepted too.
     balance: int | float | str
@@ -98,46 +102,95 @@ def parse_page(
 ) -> tuple[list[BalanceEntry], list[MalformedEntry], str | None]:
     """One result page → good rows, bad rows (returned, never dropped) and the next href.
 
-    The whole page is decoded and validated in one C pass; only a page holding a bad row
-    takes the row-by-row path that tells which rows are bad and why.
+    The whole page is decoded and validated in one C pass, and its rows are checked and
+    converted a column at a time (`_rows_at_once`); only a page that pass cannot vouch for
+    takes the row-by-row path, which tells which rows are bad and why.
     """
-    good: list[BalanceEntry] = []
-    bad: list[MalformedEntry] = []
     try:
         page = _decode_page(raw)
     except msgspec.ValidationError:
         loose = _decode_loose_page(raw)
-        for item in loose.items or ():
-            try:
-                parsed = msgspec.convert(item, _Item)
-                if parsed.loyaltyPointDefinitionId in (None, loyalty_id):
-                    good.append(_entry(parsed))
-            except (msgspec.ValidationError, ValueError, ArithmeticError) as exc:
-                who = item.get("accountNumber") if isinstance(item, dict) else None
-                bad.append(MalformedEntry(
-                    str(who or "?"), f"malformed entry: {exc}; entry {item!r}"[:200]))
-        return good, bad, loose.next
-    append = good.append
-    new_entry, epoch, microsecond = _new_entry, _EPOCH, _MICROSECOND
-    for item in page.items or ():
+        return (*_loose_rows(loose, loyalty_id), loose.next)
+    items = page.items or []
+    good = _rows_at_once(items, loyalty_id)
+    if good is not None:
+        return good, [], page.next
+    return (*_rows_one_by_one(items, loyalty_id), page.next)
+
+
+_account_of = operator.attrgetter("accountNumber")
+_balance_of = operator.attrgetter("balance")
+_moment_of = operator.attrgetter("mutatedAt")
+_program_of = operator.attrgetter("loyaltyPointDefinitionId")
+_NUMBER_TYPES = frozenset({float, int})
+_GUID_DASHES = (8, 13, 18, 23)
+
+
+def _rows_at_once(items: list[_Item], loyalty_id: str) -> list[BalanceEntry] | None:
+    """The page's entries built a column at a time, every step a C loop (`map`, slices,
+    set and list compares): a million rows a sync cost about a fifth of a row-by-row loop.
+
+    None when the page holds anything the row-by-row path must look at: another program's
+    rows, a balance that is not a plain JSON number within the exact range, one with more
+    than two decimals, or an account number not shaped like a GUID.
+    """
+    if not items:
+        return []
+    if not set(map(_program_of, items)) <= {None, loyalty_id}:
+        return None
+    balances = list(map(_balance_of, items))
+    if not set(map(type, balances)) <= _NUMBER_TYPES:
+        return None  # decimal text, say: money.cents_from_json reads it row by row
+    if not -EXACT_FLOAT_LIMIT < min(balances) <= max(balances) < EXACT_FLOAT_LIMIT:
+        return None
+    cents = list(map(round, map(operator.mul, balances, itertools.repeat(100))))
+    if list(map(operator.truediv, cents, itertools.repeat(100))) != balances:
+        return None  # some balance has more than two decimals
+    contact_ids = list(map(_account_of, items))
+    if set(map(len, contact_ids)) != {36}:
+        return None
+    joined = "".join(contact_ids)
+    if any(set(joined[dash::36]) != {"-"} for dash in _GUID_DASHES):
+        return None
+    moments = list(map(_moment_of, items))
+    micros = map(operator.floordiv, map(operator.sub, moments, itertools.repeat(_EPOCH)),
+                 itertools.repeat(_MICROSECOND))
+    # A float balance is exact for output as it is; so is an int (money.exact_amount).
+    return list(map(_new_entry, zip(contact_ids, cents, micros, moments, balances,
+                                    strict=True)))
+
+
+def _rows_one_by_one(
+    items: list[_Item], loyalty_id: str
+) -> tuple[list[BalanceEntry], list[MalformedEntry]]:
+    good: list[BalanceEntry] = []
+    bad: list[MalformedEntry] = []
+    for item in items:
         if item.loyaltyPointDefinitionId not in (None, loyalty_id):
             continue  # another program's balance: not ours to sync
-        # _entry inlined for the common row (a GUID, a float balance): this loop runs a
-        # million times a sync, and each call and check cost as much as the work.
-        contact_id, balance, moment = item.accountNumber, item.balance, item.mutatedAt
-        if (type(balance) is float and -EXACT_FLOAT_LIMIT < balance < EXACT_FLOAT_LIMIT
-                and len(contact_id) == 36
-                and contact_id[8] == contact_id[13] == contact_id[18] == contact_id[23] == "-"):
-            cents = round(balance * 100)
-            if cents / 100 == balance:
-                append(new_entry((contact_id, cents, (moment - epoch) // microsecond,
-                                  moment, balance)))
-                continue
         try:
-            append(_entry(item))
+            good.append(_entry(item))
         except (ValueError, ArithmeticError) as exc:
             bad.append(MalformedEntry(item.accountNumber, f"malformed entry: {exc}"[:200]))
-    return good, bad, page.next
+    return good, bad
+
+
+def _loose_rows(
+    loose: _LoosePage, loyalty_id: str
+) -> tuple[list[BalanceEntry], list[MalformedEntry]]:
+    """A page that failed validation, row by row: which rows are bad, and why."""
+    good: list[BalanceEntry] = []
+    bad: list[MalformedEntry] = []
+    for item in loose.items or ():
+        try:
+            parsed = msgspec.convert(item, _Item)
+            if parsed.loyaltyPointDefinitionId in (None, loyalty_id):
+                good.append(_entry(parsed))
+        except (msgspec.ValidationError, ValueError, ArithmeticError) as exc:
+            who = item.get("accountNumber") if isinstance(item, dict) else None
+            bad.append(MalformedEntry(
+                str(who or "?"), f"malformed entry: {exc}; entry {item!r}"[:200]))
+    return good, bad
 
 
 def program_cents(account: Any, loyalty_id: str) -> int | None:

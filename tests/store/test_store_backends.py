@@ -77,6 +77,21 @@ def test_changed_contact_states_leave_out_rows_read_exactly_as_sent(
     store.engine.dispose()
 
 
+def test_rows_not_as_sent_are_the_positions_of_every_row_but_those_read_exactly_as_sent(
+        database_url: str) -> None:
+    store = open_store(database_url)
+    store.save_contact_states([("same", 100, 5, 1), ("cents", 100, 5, 1), ("newer", 100, 5, 1),
+                               ("older", 100, 5, 1), ("seen", 100, 5, 7), ("refused", None,
+                                                                          None, 1)])
+    rows = [("same", 100, 5), ("cents", 101, 5), ("newer", 100, 6), ("older", 100, 4),
+            ("seen", 100, 5), ("refused", 100, 5), ("never", 100, 5), ("same", 100, 5),
+            ("same", 100, 6)]
+    assert store.rows_not_as_sent(rows, 7) == [1, 2, 3, 4, 5, 6, 8]
+    assert store.rows_not_as_sent(rows, 8) == [1, 2, 3, 5, 6, 8]  # "seen" is as sent now
+    assert store.rows_not_as_sent([], 7) == []
+    store.engine.dispose()
+
+
 def test_running_runs_are_abandoned_and_runs_listed_newest_first(database_url: str) -> None:
     store = open_store(database_url)
     first = store.start_run(started_at=utcnow(), window_from=None, window_to=None,

@@ -77,7 +77,11 @@ WRITER_CACHE_KIB = 8192
 
 # Builds a ContactState from a row in C (the named tuple's own _make is a Python call).
 _state = functools.partial(tuple.__new__, ContactState)
-_contact_of = operator.itemgetter(0)
+_contact_of = _first_column = operator.itemgetter(0)
+
+
+def _json_rows(rows: Sequence[Sequence[Any]]) -> str:
+    return orjson.dumps(list(map(tuple, rows))).decode()
 
 
 class ContactQueries:
@@ -164,9 +168,22 @@ class ContactQueries:
         # changed otherwise spent most of its time building a state per unchanged contact.
         query = _CHANGED_STATES[self.engine.dialect.name == "sqlite"]
         with self._reading(conn) as reader:
-            cursor = reader.exec_driver_sql(
-                query, (orjson.dumps(list(map(tuple, rows))).decode(), run_id)).cursor
+            cursor = reader.exec_driver_sql(query, (_json_rows(rows), run_id)).cursor
             return list(map(_state, cursor.fetchall()))
+
+    def rows_not_as_sent(
+        self, rows: Sequence[Sequence[Any]], run_id: int, conn: Connection | None = None
+    ) -> list[int]:
+        """The positions, in order, of the (contact, cents, mutated µs) rows that are not
+        exactly what Engage was last sent for their contact, or whose contact `run_id`
+        already marked: every row but those a sync run may count unchanged unseen.
+        Contacts may repeat."""
+        if not rows:
+            return []
+        query = _NOT_AS_SENT[self.engine.dialect.name == "sqlite"]
+        with self._reading(conn) as reader:
+            cursor = reader.exec_driver_sql(query, (_json_rows(rows), run_id)).cursor
+            return list(map(_first_column, cursor.fetchall()))
 
     def save_contact_states(
         self,
@@ -240,24 +257,33 @@ class ContactQueries:
         return [dict(row) for row in rows]
 
 
-# The compare of changed_contact_states: a contact is left out when its row matches what
-# was sent, the same balance at the same time, and its seen run is not this run.
-_CHANGED_STATES = {
-    True: (  # SQLite: json_each over [[contact, cents, µs], ...]
-        "SELECT json_extract(j.value, '$[0]'), c.sent_cents, c.sent_mutated_us, c.seen_run_id "
+# The compare of changed_contact_states and rows_not_as_sent: a row is left out when it
+# matches what was sent, the same balance at the same time, and its seen run is not this
+# run. Rows go in as one JSON array of [contact, cents, µs].
+_COMPARE_FROM = {
+    True: (  # SQLite: json_each (its key is the row's index)
         "FROM json_each(?) AS j LEFT JOIN contact_balances AS c "
         "ON c.contact_id = json_extract(j.value, '$[0]') "
         "WHERE c.contact_id IS NULL OR c.sent_cents IS NOT json_extract(j.value, '$[1]') "
         "OR c.sent_mutated_us IS NOT json_extract(j.value, '$[2]') OR c.seen_run_id IS ?"
     ),
-    False: (  # PostgreSQL: jsonb_array_elements over the same
-        "SELECT j.v->>0, c.sent_cents, c.sent_mutated_us, c.seen_run_id "
-        "FROM jsonb_array_elements(%s::jsonb) AS j(v) LEFT JOIN contact_balances AS c "
-        "ON c.contact_id = j.v->>0 "
+    False: (  # PostgreSQL: jsonb_array_elements, numbered from 1
+        "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS j(v, n) "
+        "LEFT JOIN contact_balances AS c ON c.contact_id = j.v->>0 "
         "WHERE c.contact_id IS NULL OR c.sent_cents IS DISTINCT FROM (j.v->>1)::bigint "
         "OR c.sent_mutated_us IS DISTINCT FROM (j.v->>2)::bigint "
         "OR c.seen_run_id IS NOT DISTINCT FROM %s"
     ),
+}
+_CHANGED_STATES = {
+    True: "SELECT json_extract(j.value, '$[0]'), c.sent_cents, c.sent_mutated_us, "
+          "c.seen_run_id " + _COMPARE_FROM[True],
+    False: "SELECT j.v->>0, c.sent_cents, c.sent_mutated_us, c.seen_run_id "
+           + _COMPARE_FROM[False],
+}
+_NOT_AS_SENT = {
+    True: "SELECT j.key " + _COMPARE_FROM[True] + " ORDER BY j.key",
+    False: "SELECT j.n - 1 " + _COMPARE_FROM[False] + " ORDER BY j.n",
 }
 
 

@@ -56,6 +56,10 @@ class StoreReaders:
         `run`)."""
         return self.store.changed_contact_states(rows, run_id, self.connection())
 
+    def not_as_sent(self, rows: Sequence[Sequence[Any]], run_id: int) -> list[int]:
+        """`Store.rows_not_as_sent` on this thread's connection (call it through `run`)."""
+        return self.store.rows_not_as_sent(rows, run_id, self.connection())
+
     def close(self) -> None:
         self.pool.shutdown(wait=True)
         for conn in self._opened:

@@ -23,6 +23,7 @@ from worker.base.settings import Settings
 from worker.flows.sync.ending import recorded
 from worker.flows.sync.lanes import Lanes
 from worker.flows.sync.locking import under_run_lock, wait_for_lock_release
+from worker.flows.sync.screen import UnchangedScreen
 from worker.flows.sync.summary import Counts, SyncSummary
 from worker.flows.sync.window import Window, compute_window, parse_time_argument
 from worker.store.database import Store
@@ -155,17 +156,34 @@ async def _stream(
     async def produce() -> None:
         if retries:
             await lanes.add(retries)
+        screen = UnchangedScreen(lanes)
+        # A page is screened on a reader thread while the next one is fetched and parsed;
+        # pages reach the lanes in the order they were read.
+        screening: asyncio.Task[list[BalanceEntry]] | None = None
         last_progress = time.monotonic()
-        async for entries, malformed in treazure.balance_pages(window.start, window.end):
-            lanes.counts.fetched += len(entries) + len(malformed)
-            if malformed:
-                _record_malformed(run_id, lanes, malformed)
-            await lanes.add(entries)
-            if progress is not None:
-                progress(lanes.counts)
-            if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
-                lanes.record_progress()
-                last_progress = time.monotonic()
+        try:
+            async for entries, malformed in treazure.balance_pages(window.start, window.end):
+                lanes.counts.fetched += len(entries) + len(malformed)
+                if malformed:
+                    _record_malformed(run_id, lanes, malformed)
+                if screening is not None:
+                    await lanes.add(await screening)
+                    screening = None
+                if screen.wants(entries):
+                    screening = asyncio.create_task(screen.survivors(entries))
+                else:
+                    await lanes.add(entries)
+                if progress is not None:
+                    progress(lanes.counts)
+                if time.monotonic() - last_progress > PROGRESS_EVERY_SECONDS:
+                    lanes.record_progress()
+                    last_progress = time.monotonic()
+            if screening is not None:
+                await lanes.add(await screening)
+                screening = None
+        finally:
+            if screening is not None:
+                screening.cancel()
         await lanes.end_of_input()
 
     tasks = [asyncio.create_task(produce())]

@@ -92,6 +92,23 @@ def test_rows_not_as_sent_are_the_positions_of_every_row_but_those_read_exactly_
     store.engine.dispose()
 
 
+def test_states_travel_as_json_whatever_the_contact_id_holds(database_url: str) -> None:
+    """The upsert and the compares pass rows as one JSON array and read one back: ids with
+    quotes, backslashes and non-ASCII, and µs beyond 32 bits, come through as they were."""
+    store = open_store(database_url)
+    odd = ['quo"te', "back\\slash", "ümlaut-ß", "[0]"]
+    big = 1_796_202_441_053_123
+    store.save_contact_states([(cid, 100 + n, big + n, 1) for n, cid in enumerate(odd)])
+    states = store.contact_states(odd)
+    assert [tuple(states[cid]) for cid in odd] == \
+        [(cid, 100 + n, big + n, 1) for n, cid in enumerate(odd)]
+    rows = [(cid, 100 + n, big + n) for n, cid in enumerate(odd)] + [(odd[0], 1, big)]
+    assert store.rows_not_as_sent(rows, 2) == [4]
+    assert [tuple(s) for s in store.changed_contact_states(rows[3:], 2)] == \
+        [(odd[0], 100, big, 1)]
+    store.engine.dispose()
+
+
 def test_running_runs_are_abandoned_and_runs_listed_newest_first(database_url: str) -> None:
     store = open_store(database_url)
     first = store.start_run(started_at=utcnow(), window_from=None, window_to=None,

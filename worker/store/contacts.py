@@ -77,7 +77,7 @@ WRITER_CACHE_KIB = 8192
 
 # Builds a ContactState from a row in C (the named tuple's own _make is a Python call).
 _state = functools.partial(tuple.__new__, ContactState)
-_contact_of = _first_column = operator.itemgetter(0)
+_contact_of = operator.itemgetter(0)
 
 
 def _json_rows(rows: Sequence[Sequence[Any]]) -> str:
@@ -166,10 +166,7 @@ class ContactQueries:
         # The rows go in as one JSON parameter and the compare runs in the database, in C
         # and (sqlite3, psycopg) without the GIL: at a million rows a re-run with nothing
         # changed otherwise spent most of its time building a state per unchanged contact.
-        query = _CHANGED_STATES[self.engine.dialect.name == "sqlite"]
-        with self._reading(conn) as reader:
-            cursor = reader.exec_driver_sql(query, (_json_rows(rows), run_id)).cursor
-            return list(map(_state, cursor.fetchall()))
+        return list(map(_state, self._compare(_CHANGED_STATES, rows, run_id, conn)))
 
     def rows_not_as_sent(
         self, rows: Sequence[Sequence[Any]], run_id: int, conn: Connection | None = None
@@ -180,10 +177,17 @@ class ContactQueries:
         Contacts may repeat."""
         if not rows:
             return []
-        query = _NOT_AS_SENT[self.engine.dialect.name == "sqlite"]
+        return self._compare(_NOT_AS_SENT, rows, run_id, conn)
+
+    def _compare(self, queries: dict[bool, str], rows: Sequence[Sequence[Any]], run_id: int,
+                 conn: Connection | None) -> list[Any]:
+        """A compare query's result: one JSON array (text from SQLite, parsed by psycopg;
+        PostgreSQL's is NULL when empty)."""
+        query = queries[self.engine.dialect.name == "sqlite"]
         with self._reading(conn) as reader:
-            cursor = reader.exec_driver_sql(query, (_json_rows(rows), run_id)).cursor
-            return list(map(_first_column, cursor.fetchall()))
+            found = reader.exec_driver_sql(query, (_json_rows(rows), run_id)).scalar()
+        result: list[Any] = orjson.loads(found) if isinstance(found, str) else found or []
+        return result
 
     def save_contact_states(
         self,
@@ -275,15 +279,20 @@ _COMPARE_FROM = {
         "OR c.seen_run_id IS NOT DISTINCT FROM %s"
     ),
 }
+# sqlite3 hands the GIL back and takes it again for every result row it steps to, and a
+# thread waits up to the switch interval (5 ms) for it while the event loop parses pages:
+# a first sync's compare returned a row per contact that way, and spent most of its time
+# waiting. So each query's result is one JSON array, a single row (on PostgreSQL too).
 _CHANGED_STATES = {
-    True: "SELECT json_extract(j.value, '$[0]'), c.sent_cents, c.sent_mutated_us, "
-          "c.seen_run_id " + _COMPARE_FROM[True],
-    False: "SELECT j.v->>0, c.sent_cents, c.sent_mutated_us, c.seen_run_id "
-           + _COMPARE_FROM[False],
+    True: "SELECT json_group_array(json_array(json_extract(j.value, '$[0]'), c.sent_cents, "
+          "c.sent_mutated_us, c.seen_run_id)) " + _COMPARE_FROM[True],
+    False: "SELECT json_agg(json_build_array(j.v->>0, c.sent_cents, c.sent_mutated_us, "
+           "c.seen_run_id)) " + _COMPARE_FROM[False],
 }
 _NOT_AS_SENT = {
-    True: "SELECT j.key " + _COMPARE_FROM[True] + " ORDER BY j.key",
-    False: "SELECT j.n - 1 " + _COMPARE_FROM[False] + " ORDER BY j.n",
+    True: "SELECT json_group_array(k) FROM (SELECT j.key AS k " + _COMPARE_FROM[True]
+          + " ORDER BY j.key)",
+    False: "SELECT json_agg(j.n - 1 ORDER BY j.n) " + _COMPARE_FROM[False],
 }
 
 
@@ -296,17 +305,26 @@ def _upsert_contact_states(conn: Connection, rows: Sequence[Sequence[Any]]) -> N
     """
     if not rows:
         return
-    m = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(
-        "INSERT INTO contact_balances (contact_id, sent_cents, sent_mutated_us, seen_run_id) "
-        f"VALUES ({m}, {m}, {m}, {m}) ON CONFLICT (contact_id) DO UPDATE SET "
-        "sent_cents = excluded.sent_cents, "
-        "sent_mutated_us = excluded.sent_mutated_us, "
-        "seen_run_id = COALESCE(excluded.seen_run_id, contact_balances.seen_run_id) "
-        "WHERE contact_balances.sent_mutated_us IS NULL "
-        "OR excluded.sent_mutated_us >= contact_balances.sent_mutated_us",
-        rows,
-    )
+    if conn.dialect.name == "sqlite":
+        # One statement over a JSON array, not executemany: sqlite3 takes the GIL back for
+        # every row of an executemany (see _COMPARE_FROM).
+        conn.exec_driver_sql(
+            _UPSERT_INTO + "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+            "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?) "
+            "WHERE true " + _ON_CONFLICT, (_json_rows(rows),))
+        return
+    conn.exec_driver_sql(_UPSERT_INTO + "VALUES (%s, %s, %s, %s) " + _ON_CONFLICT, rows)
+
+
+_UPSERT_INTO = (
+    "INSERT INTO contact_balances (contact_id, sent_cents, sent_mutated_us, seen_run_id) ")
+_ON_CONFLICT = (
+    "ON CONFLICT (contact_id) DO UPDATE SET "
+    "sent_cents = excluded.sent_cents, "
+    "sent_mutated_us = excluded.sent_mutated_us, "
+    "seen_run_id = COALESCE(excluded.seen_run_id, contact_balances.seen_run_id) "
+    "WHERE contact_balances.sent_mutated_us IS NULL "
+    "OR excluded.sent_mutated_us >= contact_balances.sent_mutated_us")
 
 
 def save_sent_balances(conn: Connection, sent: Iterable[tuple[str, int, int]]) -> None:

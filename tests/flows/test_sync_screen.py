@@ -3,6 +3,7 @@ before the lanes, and counted as the lanes would count them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -16,7 +17,7 @@ from worker.flows.sync.screen import UnchangedScreen
 from worker.flows.sync.summary import Counts
 from worker.store.contacts import ContactState
 from worker.store.database import Store
-from worker.systems.treazure.parsing import BalanceEntry
+from worker.systems.treazure.parsing import BalanceEntry, PageRows
 
 T1, T2 = "2026-11-21T08:00:00Z", "2026-11-21T09:00:00Z"
 
@@ -109,10 +110,25 @@ async def test_a_row_of_a_contact_this_run_moved_goes_on_to_the_lanes(store: Sto
     rows = [_entry(contact(1), 100, 5), _entry(contact(2), 200, 5), _entry(contact(3), 301, 5)]
 
     assert screen.wants(rows)
-    survivors = await screen.survivors(rows)
+    survivors = await screen.survivors(PageRows.of(rows))
 
     assert survivors == rows[1:]
     assert (lanes.counts.unchanged, lanes.counts.unique_contacts) == (1, 1)
+    lanes.readers.close()
+
+
+async def test_the_rows_dropped_are_never_built(store: Store) -> None:
+    """A page read a column at a time: only the survivors become BalanceEntry tuples."""
+    store.save_contact_states([(contact(n), 100 * n, 5, 1) for n in range(3)])
+    moment = datetime(2026, 11, 21, tzinfo=UTC)
+    rows = PageRows([contact(n) for n in range(3)], [0, 100, 201], [5, 5, 5], [moment] * 3,
+                    [0, 1, 2.01])
+    lanes = _lanes_stub(store)
+
+    survivors = await UnchangedScreen(lanes).survivors(rows)  # type: ignore[arg-type]
+
+    assert survivors == [BalanceEntry(contact(2), 201, 5, moment, 2.01)]
+    assert rows._entries is None  # the page's rows were not built
     lanes.readers.close()
 
 
@@ -131,8 +147,8 @@ async def test_a_page_mostly_unchanged_keeps_the_screen_on(store: Store) -> None
             _entry(contact(2), 101, 5), _entry(contact(3), 101, 5)]
     new = [_entry(contact(n), 100, 5) for n in range(10, 14)]
 
-    assert [len(await screen.survivors(half)) for _ in range(3)] == [2, 2, 2]
+    assert [len(await screen.survivors(PageRows.of(half))) for _ in range(3)] == [2, 2, 2]
     assert [screen.wants(half) for _ in range(2)] == [True, True]
-    await screen.survivors(new)  # nothing dropped: the next page passes unscreened
+    await screen.survivors(PageRows.of(new))  # nothing dropped: the next page passes unscreened
     assert [screen.wants(half) for _ in range(2)] == [False, True]
     lanes.readers.close()

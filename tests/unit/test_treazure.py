@@ -777,3 +777,24 @@ def test_a_page_the_column_pass_cannot_vouch_for_is_read_row_by_row(odd_row) -> 
     good, bad = parsing._rows_one_by_one(items, "points")
     assert parse_page(_raw(rows), "points") == (good, bad, None)
     assert len(good) + len(bad) in (15, 16)
+
+
+def test_page_rows_build_their_entries_only_when_asked() -> None:
+    good, _, _ = parse_page(_raw(_usual_rows(6)), "points")
+    assert isinstance(good, parsing.PageRows) and good._entries is None
+
+    assert good.keys() == [(e.contact_id, e.cents, e.mutated_us) for e in good.entries()]
+    some = parsing.PageRows(good.contact_ids, good.cents, good.micros,
+                            [e.mutated_at for e in good], [e.amount for e in good])
+    assert some.at([4, 1]) == [good[4], good[1]] and some._entries is None
+    assert len(some) == 6 and some == good and some == list(good) and some != good[:5]
+
+
+def test_page_rows_of_built_rows_keep_them() -> None:
+    built = [entry(G("c1"), "1.5", "2026-11-21T09:14:03Z"),
+             entry(G("c2"), "2", "2026-11-21T09:14:04Z")]
+    rows = parsing.PageRows.of(built)
+    assert rows.entries() is built and rows.at([1]) == [built[1]]
+    assert rows.keys() == [(G("c1"), 150, built[0].mutated_us), (G("c2"), 200,
+                                                                built[1].mutated_us)]
+    assert parsing.PageRows.of([]) == [] and len(parsing.PageRows.of([])) == 0

@@ -20,6 +20,7 @@ import itertools
 import logging
 import operator
 import time
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 
@@ -106,7 +107,7 @@ class Lanes:
         # Claims of pushed batches, let go once the flush that records them commits.
         self.pending_tokens: list[str] = []
 
-    async def add(self, entries: list[BalanceEntry]) -> None:
+    async def add(self, entries: Iterable[BalanceEntry]) -> None:
         count = self.count
         for entry in entries:
             lane = hash(entry.contact_id) % count

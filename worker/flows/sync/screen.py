@@ -17,16 +17,15 @@ for the next 1, 2, 4 … MAX_PAGES_SKIPPED pages: there it would only read each 
 
 from __future__ import annotations
 
-import operator
+from collections.abc import Sized
 
 from worker.flows.sync.lanes import Lanes
-from worker.systems.treazure.parsing import BalanceEntry
+from worker.systems.treazure.parsing import BalanceEntry, PageRows
 
 # A screen pays when at least this share of a page's rows is dropped.
 WORTH_IT = 0.5
 MAX_PAGES_SKIPPED = 32
 
-_first_three = operator.itemgetter(slice(0, 3))
 
 
 class UnchangedScreen:
@@ -37,30 +36,29 @@ class UnchangedScreen:
         self.pages_to_skip = 0
         self.next_skip = 1
 
-    def wants(self, entries: list[BalanceEntry]) -> bool:
+    def wants(self, rows: Sized) -> bool:
         """Whether to screen this page (counted as a page passed by when not)."""
-        if not entries or self.lanes.force:  # a heal pushes equal balances too
+        if not rows or self.lanes.force:  # a heal pushes equal balances too
             return False
         if self.pages_to_skip:
             self.pages_to_skip -= 1
             return False
         return True
 
-    async def survivors(self, entries: list[BalanceEntry]) -> list[BalanceEntry]:
-        """`entries` less the rows read exactly as Engage was last sent (in their order);
-        for a page `wants` took."""
+    async def survivors(self, rows: PageRows) -> list[BalanceEntry]:
+        """The page's rows less those read exactly as Engage was last sent (in their
+        order); for a page `wants` took."""
         lanes = self.lanes
         readers = lanes.readers
-        kept = await readers.run(readers.not_as_sent, list(map(_first_three, entries)),
-                                 lanes.run_id)
-        dropped = len(entries) - len(kept)
-        self._pace(dropped, len(entries))
+        kept = await readers.run(readers.not_as_sent, rows.keys(), lanes.run_id)
+        dropped = len(rows) - len(kept)
+        self._pace(dropped, len(rows))
         if not dropped:
-            return entries
-        survivors = list(map(entries.__getitem__, kept))
+            return rows.entries()
         if lanes.pending or lanes.flushing:
-            survivors = self._with_rows_this_run_moved(entries, kept, survivors)
-        counted = len(entries) - len(survivors)
+            kept = self._with_rows_this_run_moved(rows, kept)
+        survivors = rows.at(kept)
+        counted = len(rows) - len(survivors)
         lanes.counts.unchanged += counted
         lanes.counts.unique_contacts += counted  # not yet seen by this run: the store says so
         return survivors
@@ -72,15 +70,11 @@ class UnchangedScreen:
         self.pages_to_skip = self.next_skip
         self.next_skip = min(2 * self.next_skip, MAX_PAGES_SKIPPED)
 
-    def _with_rows_this_run_moved(
-        self, entries: list[BalanceEntry], kept: list[int], survivors: list[BalanceEntry]
-    ) -> list[BalanceEntry]:
-        """Dropped rows whose contact this run moved and has not yet written go back to the
-        lanes, in page order: only the lanes know to count such a row stale."""
+    def _with_rows_this_run_moved(self, rows: PageRows, kept: list[int]) -> list[int]:
+        """`kept` and the dropped rows whose contact this run moved and has not yet
+        written, in page order: only the lanes know to count such a row stale."""
         pending, flushing = self.lanes.pending, self.lanes.flushing
         keep = set(kept)
-        held = [index for index, entry in enumerate(entries) if index not in keep
-                and (entry[0] in pending or entry[0] in flushing)]
-        if not held:
-            return survivors
-        return list(map(entries.__getitem__, sorted(keep.union(held))))
+        held = [index for index, contact_id in enumerate(rows.contact_ids) if index not in keep
+                and (contact_id in pending or contact_id in flushing)]
+        return sorted(keep.union(held)) if held else kept

@@ -17,10 +17,10 @@ import orjson
 from worker.base.backoff import doubled
 from worker.base.http import Rejected, RemoteError, parse_retry_after
 from worker.base.times import utc_seconds_text
-from worker.systems.treazure.parsing import BalanceEntry, MalformedEntry, next_link, parse_page
+from worker.systems.treazure.parsing import MalformedEntry, PageRows, next_link, parse_page
 from worker.systems.treazure.session import SERVICE, VAULT, TreazureSession
 
-Page = tuple[list[BalanceEntry], list[MalformedEntry]]
+Page = tuple[PageRows, list[MalformedEntry]]
 
 
 class JobTimeout(RemoteError):

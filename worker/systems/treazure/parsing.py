@@ -6,7 +6,6 @@ differently is handled by changing this package alone.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import operator
 from datetime import UTC, datetime, timedelta
@@ -22,20 +21,11 @@ from worker.base.money import (
     looks_like_guid,
     utc_micros,
 )
+from worker.systems.treazure.rows import BalanceEntry, PageRows
+from worker.systems.treazure.rows import new_entry as _new_entry
 
-
-class BalanceEntry(NamedTuple):
-    """One row of a Balances/Get result: the balance of an account as of `mutated_at`."""
-
-    contact_id: str
-    cents: int
-    mutated_us: int  # mutated_at as µs since the epoch, for cheap comparisons
-    mutated_at: datetime
-    amount: Decimal | float | int  # exact: see money.exact_amount
-
-
-# tuple.__new__ builds the named tuple in C; the generated __new__ is a Python call.
-_new_entry = functools.partial(tuple.__new__, BalanceEntry)
+__all__ = ["BalanceEntry", "MalformedEntry", "PageRows", "next_link", "parse_page",
+           "program_cents"]
 
 
 class MalformedEntry(NamedTuple):
@@ -99,7 +89,7 @@ def _entry(item: _Item) -> BalanceEntry:
 
 def parse_page(
     raw: bytes, loyalty_id: str
-) -> tuple[list[BalanceEntry], list[MalformedEntry], str | None]:
+) -> tuple[PageRows, list[MalformedEntry], str | None]:
     """One result page → good rows, bad rows (returned, never dropped) and the next href.
 
     The whole page is decoded and validated in one C pass, and its rows are checked and
@@ -110,12 +100,14 @@ def parse_page(
         page = _decode_page(raw)
     except msgspec.ValidationError:
         loose = _decode_loose_page(raw)
-        return (*_loose_rows(loose, loyalty_id), loose.next)
+        good, bad = _loose_rows(loose, loyalty_id)
+        return PageRows.of(good), bad, loose.next
     items = page.items or []
-    good = _rows_at_once(items, loyalty_id)
-    if good is not None:
-        return good, [], page.next
-    return (*_rows_one_by_one(items, loyalty_id), page.next)
+    rows = _rows_at_once(items, loyalty_id)
+    if rows is not None:
+        return rows, [], page.next
+    good, bad = _rows_one_by_one(items, loyalty_id)
+    return PageRows.of(good), bad, page.next
 
 
 _account_of = operator.attrgetter("accountNumber")
@@ -126,7 +118,7 @@ _NUMBER_TYPES = frozenset({float, int})
 _GUID_DASHES = (8, 13, 18, 23)
 
 
-def _rows_at_once(items: list[_Item], loyalty_id: str) -> list[BalanceEntry] | None:
+def _rows_at_once(items: list[_Item], loyalty_id: str) -> PageRows | None:
     """The page's entries built a column at a time, every step a C loop (`map`, slices,
     set and list compares): a million rows a sync cost about a fifth of a row-by-row loop.
 
@@ -135,7 +127,7 @@ def _rows_at_once(items: list[_Item], loyalty_id: str) -> list[BalanceEntry] | N
     than two decimals, or an account number not shaped like a GUID.
     """
     if not items:
-        return []
+        return PageRows([], [], [], [], [])
     if not set(map(_program_of, items)) <= {None, loyalty_id}:
         return None
     balances = list(map(_balance_of, items))
@@ -153,11 +145,10 @@ def _rows_at_once(items: list[_Item], loyalty_id: str) -> list[BalanceEntry] | N
     if any(set(joined[dash::36]) != {"-"} for dash in _GUID_DASHES):
         return None
     moments = list(map(_moment_of, items))
-    micros = map(operator.floordiv, map(operator.sub, moments, itertools.repeat(_EPOCH)),
-                 itertools.repeat(_MICROSECOND))
+    micros = list(map(operator.floordiv, map(operator.sub, moments, itertools.repeat(_EPOCH)),
+                      itertools.repeat(_MICROSECOND)))
     # A float balance is exact for output as it is; so is an int (money.exact_amount).
-    return list(map(_new_entry, zip(contact_ids, cents, micros, moments, balances,
-                                    strict=True)))
+    return PageRows(contact_ids, cents, micros, moments, balances)
 
 
 def _rows_one_by_one(

@@ -19,6 +19,7 @@ from tests.support.unit import CLIENT_SECRET, TREAZURE, SleepRecorder, json_resp
 from worker.base.http import Rejected, RemoteError, Retryable
 from worker.base.money import utc_micros
 from worker.base.settings import Settings
+from worker.systems.treazure import jobs as jobs_module
 from worker.systems.treazure import parsing
 from worker.systems.treazure.client import TreazureClient
 from worker.systems.treazure.jobs import ForeignLink, JobTimeout
@@ -798,3 +799,26 @@ def test_page_rows_of_built_rows_keep_them() -> None:
     assert rows.keys() == [(G("c1"), 150, built[0].mutated_us), (G("c2"), 200,
                                                                 built[1].mutated_us)]
     assert parsing.PageRows.of([]) == [] and len(parsing.PageRows.of([])) == 0
+
+
+async def test_the_next_page_is_requested_before_this_one_is_parsed(
+    api, client, tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Treazure works on the next page while this one is parsed: the request task must have
+    run up to its send before the parse takes the event loop."""
+    api.post(START_JOB).mock(return_value=job_started(JOB_1))
+    second = api.get(f"{JOB_1}/result", params={"page": "2"}).mock(
+        return_value=page([item(G("c2"), 2)]))
+    api.get(f"{JOB_1}/result").mock(
+        return_value=page([item(G("c1"), 1)], f"{JOB_1}/result?page=2"))
+    second_requested_at_parse: list[int] = []
+    parse = jobs_module.parse_page
+
+    def spy(raw: bytes, loyalty_id: str):  # type: ignore[no-untyped-def]
+        second_requested_at_parse.append(second.call_count)
+        return parse(raw, loyalty_id)
+
+    monkeypatch.setattr(jobs_module, "parse_page", spy)
+
+    assert contacts(await collect(client)) == [[G("c1")], [G("c2")]]
+    assert second_requested_at_parse == [1, 1]

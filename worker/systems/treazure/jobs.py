@@ -94,6 +94,8 @@ class BalancesJobs:
             following = (
                 asyncio.create_task(self._session.read("GET", next_href)) if next_href else None
             )
+            if following is not None:
+                await _on_its_way(following)
             try:
                 good, bad, _ = parse_page(raw, self._loyalty_id)
                 yield good, bad
@@ -122,6 +124,21 @@ class BalancesJobs:
                 if exc.status != 410 or restarted:
                     raise
                 restarted = True
+
+
+# Turns of the event loop httpx takes to put a request on a kept-alive connection on the
+# wire (pool, connection, write): 3 measured with httpx 0.28; one more for slack.
+SEND_TURNS = 4
+
+
+async def _on_its_way(request: asyncio.Task[httpx.Response]) -> None:
+    """Let the next page's request go out before this page is parsed: the parse holds the
+    event loop for milliseconds, and a request task that has not yet run waited for it,
+    so Treazure only began on the next page once this one was parsed."""
+    for _ in range(SEND_TURNS):
+        if request.done():
+            return
+        await asyncio.sleep(0)
 
 
 def _origin(url: httpx.URL) -> str:

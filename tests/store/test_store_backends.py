@@ -59,14 +59,19 @@ def test_contact_states_upsert(database_url: str) -> None:
     store.engine.dispose()
 
 
+# What Engage was sent, and rows read against it: the same, other cents, a newer and an
+# older time, a contact the run (7) already marked, one Engage refused, one never sent.
+SENT = [("same", 100, 5, 1), ("cents", 100, 5, 1), ("newer", 100, 5, 1), ("older", 100, 5, 1),
+        ("seen", 100, 5, 7), ("refused", None, None, 1)]
+READ = [("same", 100, 5), ("cents", 101, 5), ("newer", 100, 6), ("older", 100, 4),
+        ("seen", 100, 5), ("refused", 100, 5), ("never", 100, 5)]
+
+
 def test_changed_contact_states_leave_out_rows_read_exactly_as_sent(
         database_url: str) -> None:
     store = open_store(database_url)
-    store.save_contact_states([("same", 100, 5, 1), ("cents", 100, 5, 1), ("newer", 100, 5, 1),
-                               ("older", 100, 5, 1), ("seen", 100, 5, 7), ("refused", None,
-                                                                          None, 1)])
-    rows = [("same", 100, 5), ("cents", 101, 5), ("newer", 100, 6), ("older", 100, 4),
-            ("seen", 100, 5), ("refused", 100, 5), ("never", 100, 5)]
+    store.save_contact_states(SENT)
+    rows = READ
     states = {s.contact_id: s for s in store.changed_contact_states(rows, 7)}
     assert set(states) == {"cents", "newer", "older", "seen", "refused", "never"}
     assert tuple(states["cents"]) == ("cents", 100, 5, 1)
@@ -80,12 +85,8 @@ def test_changed_contact_states_leave_out_rows_read_exactly_as_sent(
 def test_rows_not_as_sent_are_the_positions_of_every_row_but_those_read_exactly_as_sent(
         database_url: str) -> None:
     store = open_store(database_url)
-    store.save_contact_states([("same", 100, 5, 1), ("cents", 100, 5, 1), ("newer", 100, 5, 1),
-                               ("older", 100, 5, 1), ("seen", 100, 5, 7), ("refused", None,
-                                                                          None, 1)])
-    rows = [("same", 100, 5), ("cents", 101, 5), ("newer", 100, 6), ("older", 100, 4),
-            ("seen", 100, 5), ("refused", 100, 5), ("never", 100, 5), ("same", 100, 5),
-            ("same", 100, 6)]
+    store.save_contact_states(SENT)
+    rows = [*READ, ("same", 100, 5), ("same", 100, 6)]  # a contact may repeat
     assert store.rows_not_as_sent(rows, 7) == [1, 2, 3, 4, 5, 6, 8]
     assert store.rows_not_as_sent(rows, 8) == [1, 2, 3, 5, 6, 8]  # "seen" is as sent now
     assert store.rows_not_as_sent([], 7) == []

@@ -27,7 +27,6 @@ WORTH_IT = 0.5
 MAX_PAGES_SKIPPED = 32
 
 
-
 class UnchangedScreen:
     """Drops the rows the store holds exactly as sent, counting them as the lanes would."""
 

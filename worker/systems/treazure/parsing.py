@@ -119,8 +119,9 @@ _GUID_DASHES = (8, 13, 18, 23)
 
 
 def _rows_at_once(items: list[_Item], loyalty_id: str) -> PageRows | None:
-    """The page's entries built a column at a time, every step a C loop (`map`, slices,
-    set and list compares): a million rows a sync cost about a fifth of a row-by-row loop.
+    """The page's rows checked and converted a column at a time, every step a C loop
+    (`map`, slices, set and list compares); a page of 5,000 alone took 2.06 µs a row
+    through the row-by-row loop and 1.65 this way, tuples included (now built on demand).
 
     None when the page holds anything the row-by-row path must look at: another program's
     rows, a balance that is not a plain JSON number within the exact range, one with more
